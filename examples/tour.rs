@@ -1,0 +1,117 @@
+//! A walk through Go's `context` examples, in cancel-tree.
+//!
+//! Run it with `cargo run --example tour`. It finishes in well under a second
+//! and prints what happens at each step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use cancel_tree::{Cause, Context, Error};
+
+fn main() {
+    background_and_todo();
+    with_cancel_stops_a_generator();
+    with_value_carries_request_data();
+    after_func_runs_on_cancel();
+    causes_say_why();
+    println!("\ntour finished");
+}
+
+/// Roots: never cancelled, no deadline, no values.
+fn background_and_todo() {
+    println!("== background and todo");
+    let bg = Context::background();
+    let todo = Context::todo();
+    println!("{bg:?}: err={:?} deadline={:?}", bg.err(), bg.deadline());
+    println!("{todo:?}: err={:?}", todo.err());
+}
+
+/// Go's ExampleWithCancel: a generator goroutine that stops when its
+/// context is cancelled, so it does not leak.
+fn with_cancel_stops_a_generator() {
+    println!("\n== with_cancel: stop a generator");
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<u32>(0);
+    let generator = thread::spawn(move || {
+        let mut n = 1;
+        loop {
+            // Stop as soon as the context is cancelled.
+            if ctx.is_cancelled() {
+                return format!("generator stopped: {}", ctx.err().unwrap());
+            }
+            if tx.try_send(n).is_ok() {
+                n += 1;
+            } else {
+                thread::yield_now();
+            }
+        }
+    });
+    for n in rx.iter().take(5) {
+        println!("got {n}");
+    }
+    cancel.cancel(); // Go's `defer cancel()`; dropping `cancel` would do the same
+    println!("{}", generator.join().unwrap());
+}
+
+/// Go's ExampleWithValue: request-scoped data, looked up by key type.
+fn with_value_carries_request_data() {
+    println!("\n== with_value: request-scoped data");
+    #[derive(Debug)]
+    struct Language(&'static str);
+    #[derive(Debug)]
+    struct Color(&'static str);
+    let ctx = Context::background().with_value(Language("Go"));
+    let (ctx, _cancel) = ctx.with_cancel();
+    for lookup in ["language", "color"] {
+        match lookup {
+            "language" => match ctx.value::<Language>() {
+                Some(v) => println!("found value: {}", v.0),
+                None => println!("key not found: {lookup}"),
+            },
+            _ => match ctx.value::<Color>() {
+                Some(v) => println!("found value: {}", v.0),
+                None => println!("key not found: {lookup}"),
+            },
+        }
+    }
+}
+
+/// Go's ExampleAfterFunc: run something when a context ends, stop it if it
+/// is no longer needed.
+fn after_func_runs_on_cancel() {
+    println!("\n== after_func");
+    let (ctx, cancel) = Context::background().with_cancel();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let _keep = ctx.after_func(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+        println!("after_func: context ended, closing the connection");
+    });
+    let stopped = ctx.after_func(|| println!("this never prints"));
+    println!("stop() before cancel: {}", stopped.stop());
+    cancel.cancel();
+    println!("callbacks that ran: {}", ran.load(Ordering::SeqCst));
+    let never = Context::background().after_func(|| println!("never"));
+    println!("after_func on background: stop() = {}", never.stop());
+}
+
+/// Go's WithCancelCause: say why.
+fn causes_say_why() {
+    println!("\n== causes");
+    let (parent, cancel) = Context::background().with_cancel();
+    let (child, _c) = parent.with_cancel();
+    let waiter = {
+        let child = child.clone();
+        thread::spawn(move || child.wait_timeout(Duration::from_secs(5)))
+    };
+    cancel.cancel_with(Cause::msg("client disconnected"));
+    println!("child err:   {}", child.err().unwrap());
+    println!("child cause: {}", child.cause().unwrap());
+    println!("waiter woke with: {:?}", waiter.join().unwrap());
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    assert_eq!(ctx.cause().unwrap(), Error::Canceled);
+    println!("plain cancel(): cause = {}", ctx.cause().unwrap());
+}

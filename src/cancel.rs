@@ -1,0 +1,278 @@
+//! The cancel walk: flag a whole subtree, then notify its waiters.
+//!
+//! `cancel(s)` runs in two phases, both iterative and allocation-free:
+//!
+//! 1. **Flag.** Under `s`'s lock: if already cancelled, lose (see below).
+//!    Otherwise write the cause, set `CANCELLED | WALKING`. Then pop the
+//!    children of every flagged scope one at a time; each child is flagged
+//!    while both its parent's and its own lock are held (lock order is always
+//!    parent before child), a reference is taken on it, and it is pushed on a
+//!    work list threaded through its now unused sibling links. No user code
+//!    runs in this phase. When it ends every descendant reports cancelled.
+//!    Then `s` leaves its own parent's list and `WALKING` is cleared on every
+//!    flagged node.
+//! 2. **Notify.** For `s` and every flagged descendant, pop waiters one at a
+//!    time under the lock, and wake them / run `after_func` closures with no
+//!    lock held. Then drop the walk's references.
+//!
+//! A cancel that finds its scope already cancelled (a concurrent cancel, a
+//! parent's walk meeting a child that cancelled itself) waits, with `std`,
+//! until `WALKING` clears: phase 1 runs no user code and never blocks, so the
+//! wait is short and cannot deadlock, and it keeps the promise that when any
+//! `cancel()` returns every descendant reports cancelled. Without `std` there
+//! is no waiting (an interrupt handler must not wait for the code it
+//! interrupted): a losing `cancel()` returns at once, and the winning walk
+//! finishes when the interrupted code resumes.
+
+use core::ptr;
+
+use crate::Cause;
+use crate::Error;
+use crate::node::{self, NodePtr, Scope};
+use crate::state::{self, CANCELLED, WALKING};
+use crate::waiters::{self, Waiter};
+
+/// Cancels the scope `s` with `err` and `cause`. Returns `true` if this call
+/// ended the scope, `false` if it had already ended.
+///
+/// # Safety
+/// The caller holds a reference on `s` for the whole call.
+pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool {
+    // SAFETY: the caller's reference keeps `s` alive.
+    let scope = unsafe { &*s };
+    let bits = state::end_bits(err, cause.as_error());
+    let guard = scope.hdr.word.lock();
+    if guard.load() & CANCELLED != 0 {
+        drop(guard);
+        wait_walk(scope);
+        return false;
+    }
+    scope.write_cause(cause);
+    guard.unlock_with(bits | WALKING);
+    // The walk's own reference, released at the end of phase 2.
+    scope.hdr.word.acquire_ref();
+
+    // Phase 1: flag the subtree.
+    let mut work: *const Scope = ptr::null();
+    let mut chain: *const Scope = ptr::null();
+    // SAFETY: `scope` is alive and flagged; the lists hold live nodes.
+    unsafe {
+        flag_children(scope, bits, cause, &mut work, &mut chain);
+        while !work.is_null() {
+            let x = work;
+            work = (*x).next.with(|n| *n);
+            flag_children(&*x, bits, cause, &mut work, &mut chain);
+        }
+        // The subtree is flagged: leave the parent's list (a parent walk that
+        // already popped us waited on WALKING, or finds us gone).
+        leave_parent(s);
+    }
+    scope.hdr.word.clear(WALKING);
+    let mut x = chain;
+    while !x.is_null() {
+        // SAFETY: the walk holds a reference on every node in the chain.
+        unsafe {
+            (*x).hdr.word.clear(WALKING);
+            x = (*x).prev.with(|p| *p);
+        }
+    }
+
+    // Phase 2: notify.
+    let mut notifier = Notifier {
+        current: s,
+        chain,
+        panics: Panics::default(),
+    };
+    notifier.run();
+    let panics = core::mem::take(&mut notifier.panics);
+    drop(notifier);
+    panics.resume();
+    true
+}
+
+/// Pops and flags every child of the flagged scope `x`.
+///
+/// # Safety
+/// `x` is alive, flagged, and the caller holds a reference on it.
+unsafe fn flag_children(
+    x: &Scope,
+    bits: usize,
+    cause: &Cause,
+    work: &mut *const Scope,
+    chain: &mut *const Scope,
+) {
+    loop {
+        let gx = x.hdr.word.lock();
+        // SAFETY: we hold x's lock.
+        let d = unsafe { x.pop_child() };
+        if d.is_null() {
+            return;
+        }
+        // SAFETY: `d` was listed under x's lock, which we still hold; a dying
+        // `d` cannot be freed before it takes that lock (`detach_from_parent`).
+        let child = unsafe { &*d };
+        let gd = child.hdr.word.lock();
+        let w = gd.load();
+        if w & CANCELLED != 0 {
+            // `d` ended on its own; its own walk may still be flagging below.
+            let alive = child.hdr.word.try_acquire_ref();
+            drop(gd);
+            drop(gx);
+            if alive {
+                wait_walk(child);
+                // SAFETY: the reference taken above.
+                unsafe { node::release(d.cast()) };
+            }
+            continue;
+        }
+        if !child.hdr.word.try_acquire_ref() {
+            // Dying: no references means no children, waiters or handles.
+            drop(gd);
+            drop(gx);
+            continue;
+        }
+        child.write_cause(cause);
+        gd.unlock_with(bits | WALKING);
+        drop(gx);
+        // `d` is off every list and we hold a reference: its sibling links
+        // are ours now.
+        child.next.with_mut(|n| {
+            // SAFETY: see above.
+            unsafe { *n = *work }
+        });
+        child.prev.with_mut(|p| {
+            // SAFETY: see above.
+            unsafe { *p = *chain }
+        });
+        *work = d;
+        *chain = d;
+    }
+}
+
+/// Unlinks the cancelled scope `s` from its parent scope's child list.
+///
+/// # Safety
+/// The caller holds a reference on `s`.
+unsafe fn leave_parent(s: *const Scope) {
+    // SAFETY: `s` is alive; its parent is alive because `s` holds it.
+    let parent = unsafe { node::scope_of((*s).hdr.parent) };
+    if parent.is_null() {
+        return;
+    }
+    // SAFETY: as above.
+    let parent = unsafe { &*parent };
+    let guard = parent.hdr.word.lock();
+    // SAFETY: under the parent's lock, LINKED says whether we are listed.
+    unsafe {
+        if (*s).hdr.word.load() & state::LINKED != 0 {
+            parent.unlink_child(s);
+        }
+    }
+    drop(guard);
+}
+
+/// Waits (std) until no walk is flagging below `scope`.
+fn wait_walk(scope: &Scope) {
+    #[cfg(any(feature = "std", loom))]
+    {
+        let mut spins = 0;
+        while scope.hdr.word.load() & WALKING != 0 {
+            crate::sync::backoff(&mut spins);
+        }
+    }
+    #[cfg(not(any(feature = "std", loom)))]
+    let _ = scope;
+}
+
+/// Phase 2. Its `Drop` finishes the work, so a panic that escapes a callback
+/// (only possible without `std`, where panics are not caught) still notifies
+/// the rest and releases every reference.
+struct Notifier {
+    current: *const Scope,
+    chain: *const Scope,
+    panics: Panics,
+}
+
+impl Notifier {
+    fn run(&mut self) {
+        while !self.current.is_null() {
+            // SAFETY: the walk holds a reference on `current`.
+            let x = unsafe { &*self.current };
+            loop {
+                let guard = x.hdr.word.lock();
+                // SAFETY: lock held.
+                let link = unsafe { x.pop_waiter() };
+                if link.is_null() {
+                    break;
+                }
+                // SAFETY: `link` was listed under the lock we hold, so it is
+                // alive; its kind is immutable.
+                match unsafe { (*link).kind } {
+                    waiters::KIND_WAITER => {
+                        // SAFETY: lock held, waiter link.
+                        let waker = unsafe { Waiter::take_waker(link) };
+                        drop(guard);
+                        if let Some(w) = waker {
+                            self.panics.call(move || w.wake());
+                        }
+                    }
+                    _ => {
+                        drop(guard);
+                        // SAFETY: an after_func link we popped (claimed).
+                        unsafe { crate::after_func::fire(link, &mut self.panics) };
+                    }
+                }
+            }
+            let done = self.current;
+            self.current = self.chain;
+            if !self.chain.is_null() {
+                // SAFETY: the walk holds a reference on every chain node.
+                self.chain = unsafe { (*self.chain).prev.with(|p| *p) };
+            }
+            // SAFETY: the walk's reference on `done`.
+            unsafe { node::release(done as NodePtr) };
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+/// Runs user callbacks (wakers, `after_func` closures). With `std`, a panic
+/// is caught so the walk completes, and the first one is resumed on the
+/// cancelling thread once the tree is consistent again.
+#[derive(Default)]
+pub(crate) struct Panics {
+    #[cfg(feature = "std")]
+    first: Option<std::boxed::Box<dyn core::any::Any + Send + 'static>>,
+}
+
+impl Panics {
+    pub(crate) fn call(&mut self, f: impl FnOnce()) {
+        #[cfg(feature = "std")]
+        {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                if self.first.is_none() {
+                    self.first = Some(payload);
+                }
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        f();
+    }
+
+    /// Re-raises the first caught panic, unless this thread is already
+    /// unwinding (a `CancelHandle` dropped during a panic), where a second
+    /// panic would abort: then the payload is dropped.
+    pub(crate) fn resume(self) {
+        #[cfg(feature = "std")]
+        if let Some(payload) = self.first {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(payload);
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! [`Cause`]: the reason a context ended, Go's `context.Cause`.
+
+use core::fmt;
+
+use crate::Error;
+
+#[cfg(feature = "alloc")]
+use crate::sync::{AtomicUsize, Ordering};
+#[cfg(feature = "alloc")]
+use alloc::boxed::Box;
+#[cfg(feature = "alloc")]
+use core::ptr::NonNull;
+
+/// Why a context ended: either one of the two [`Error`]s or any error value
+/// the canceller supplied (Go's `context.Cause`).
+///
+/// Cheap to clone (an [`Error`] is copied, a custom cause shares one
+/// reference-counted allocation). Compare it with an [`Error`] directly, or
+/// look inside with [`downcast_ref`](Cause::downcast_ref).
+///
+/// ```
+/// use cancel_tree::{Cause, Error};
+///
+/// #[derive(Debug)]
+/// struct Shutdown;
+/// impl std::fmt::Display for Shutdown {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("server shutting down")
+///     }
+/// }
+/// impl std::error::Error for Shutdown {}
+///
+/// let c = Cause::new(Shutdown);
+/// assert!(c.downcast_ref::<Shutdown>().is_some());
+/// assert_eq!(c.to_string(), "server shutting down");
+/// assert_eq!(Cause::from(Error::Canceled), Error::Canceled);
+/// // `Cause::new` of an `Error` is that error, not a wrapper around it.
+/// assert_eq!(Cause::new(Error::DeadlineExceeded), Error::DeadlineExceeded);
+/// ```
+#[derive(Clone)]
+pub struct Cause(pub(crate) Repr);
+
+#[derive(Clone)]
+pub(crate) enum Repr {
+    Kind(Error),
+    #[cfg(feature = "alloc")]
+    Custom(Arc),
+}
+
+/// The shared allocation behind a custom cause: a reference count and the
+/// error. Sized, so a pointer to it is thin and fits in a node. (A hand-rolled
+/// `Arc`, because `alloc::sync::Arc` does not exist on targets without
+/// compare-and-swap, where our atomics come from portable-atomic.)
+#[cfg(feature = "alloc")]
+pub(crate) struct CustomCause {
+    refs: AtomicUsize,
+    pub(crate) error: Box<dyn core::error::Error + Send + Sync + 'static>,
+}
+
+/// A counted reference to a [`CustomCause`].
+#[cfg(feature = "alloc")]
+pub(crate) struct Arc(NonNull<CustomCause>);
+
+// SAFETY: the error is `Send + Sync` and the count is atomic.
+#[cfg(feature = "alloc")]
+unsafe impl Send for Arc {}
+// SAFETY: as above.
+#[cfg(feature = "alloc")]
+unsafe impl Sync for Arc {}
+
+#[cfg(feature = "alloc")]
+impl Arc {
+    fn new(error: Box<dyn core::error::Error + Send + Sync + 'static>) -> Arc {
+        let b = Box::new(CustomCause {
+            refs: AtomicUsize::new(1),
+            error,
+        });
+        // SAFETY: Box::into_raw is never null.
+        Arc(unsafe { NonNull::new_unchecked(Box::into_raw(b)) })
+    }
+
+    /// Gives up this reference as a raw pointer (for a node's cause cell).
+    pub(crate) fn into_raw(self) -> *const CustomCause {
+        let p = self.0.as_ptr().cast_const();
+        core::mem::forget(self);
+        p
+    }
+
+    /// Takes back a reference given up by `into_raw`.
+    ///
+    /// # Safety
+    /// `raw` came from `into_raw` and that reference is given back once.
+    pub(crate) unsafe fn from_raw(raw: *const CustomCause) -> Arc {
+        // SAFETY: non-null, from `into_raw` (caller).
+        Arc(unsafe { NonNull::new_unchecked(raw.cast_mut()) })
+    }
+
+    /// A new reference from a raw pointer whose reference someone else owns.
+    ///
+    /// # Safety
+    /// `raw` came from `into_raw` and its reference is still alive.
+    pub(crate) unsafe fn clone_raw(raw: *const CustomCause) -> Arc {
+        // SAFETY: alive (caller); `ManuallyDrop` leaves the owner's count.
+        let borrowed = core::mem::ManuallyDrop::new(unsafe { Arc::from_raw(raw) });
+        (*borrowed).clone()
+    }
+
+    fn ptr_eq(a: &Arc, b: &Arc) -> bool {
+        a.0 == b.0
+    }
+
+    fn get(&self) -> &CustomCause {
+        // SAFETY: we hold a reference, so the allocation is alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Clone for Arc {
+    fn clone(&self) -> Arc {
+        self.get().refs.fetch_add(1, Ordering::Relaxed);
+        Arc(self.0)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Drop for Arc {
+    fn drop(&mut self) {
+        if self.get().refs.fetch_sub(1, Ordering::Release) == 1 {
+            #[cfg(not(loom))]
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+            #[cfg(loom)]
+            self.get().refs.load(Ordering::Acquire);
+            // SAFETY: last reference; made by `Box::into_raw` in `new`.
+            unsafe { drop(Box::from_raw(self.0.as_ptr())) }
+        }
+    }
+}
+
+/// A plain message used as a cause ([`Cause::msg`]).
+#[cfg(feature = "alloc")]
+struct Message<M>(M);
+
+#[cfg(feature = "alloc")]
+impl<M: fmt::Display> fmt::Display for Message<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<M: fmt::Display> fmt::Debug for Message<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", alloc::format!("{}", self.0))
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<M: fmt::Display> core::error::Error for Message<M> {}
+
+impl Cause {
+    /// Wraps any error as a cause. An [`Error`] passed here is stored as
+    /// itself, so `Cause::new(Error::Canceled) == Error::Canceled`.
+    #[cfg(feature = "alloc")]
+    pub fn new<E>(error: E) -> Cause
+    where
+        E: core::error::Error + Send + Sync + 'static,
+    {
+        let any: &dyn core::any::Any = &error;
+        if let Some(e) = any.downcast_ref::<Error>() {
+            return Cause(Repr::Kind(*e));
+        }
+        Cause(Repr::Custom(Arc::new(Box::new(error))))
+    }
+
+    /// A cause that is just a message (anything `Display`).
+    ///
+    /// ```
+    /// use cancel_tree::Cause;
+    /// assert_eq!(Cause::msg("shutting down").to_string(), "shutting down");
+    /// assert_eq!(Cause::msg(format!("worker {}", 3)).to_string(), "worker 3");
+    /// ```
+    #[cfg(feature = "alloc")]
+    pub fn msg<M: fmt::Display + Send + Sync + 'static>(message: M) -> Cause {
+        Cause::new(Message(message))
+    }
+
+    /// The [`Error`] this cause is, if it is one of the two kinds rather than
+    /// a custom error.
+    pub fn as_error(&self) -> Option<Error> {
+        match &self.0 {
+            Repr::Kind(e) => Some(*e),
+            #[cfg(feature = "alloc")]
+            Repr::Custom(_) => None,
+        }
+    }
+
+    /// A reference to the cause as `E`, if it is an `E`.
+    ///
+    /// ```
+    /// use cancel_tree::{Cause, Error};
+    /// let c = Cause::from(Error::DeadlineExceeded);
+    /// assert_eq!(c.downcast_ref::<Error>(), Some(&Error::DeadlineExceeded));
+    /// ```
+    pub fn downcast_ref<E: core::error::Error + 'static>(&self) -> Option<&E> {
+        match &self.0 {
+            Repr::Kind(e) => (e as &dyn core::any::Any).downcast_ref::<E>(),
+            #[cfg(feature = "alloc")]
+            Repr::Custom(c) => c.get().error.downcast_ref::<E>(),
+        }
+    }
+
+    /// The cause as a `dyn Error`.
+    pub fn as_dyn_error(&self) -> &(dyn core::error::Error + Send + Sync + 'static) {
+        match &self.0 {
+            Repr::Kind(e) => e,
+            #[cfg(feature = "alloc")]
+            Repr::Custom(c) => &*c.get().error,
+        }
+    }
+
+    /// `true` if both are the same kind, or share the same custom allocation.
+    pub fn ptr_eq(&self, other: &Cause) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Kind(a), Repr::Kind(b)) => a == b,
+            #[cfg(feature = "alloc")]
+            (Repr::Custom(a), Repr::Custom(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "alloc")]
+            _ => false,
+        }
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+impl From<Error> for Cause {
+    fn from(e: Error) -> Cause {
+        Cause(Repr::Kind(e))
+    }
+}
+
+/// Any error converts into a cause, so `cancel_with(MyError)` works; an
+/// [`Error`] converts into itself.
+#[cfg(feature = "alloc")]
+impl<E: core::error::Error + Send + Sync + 'static> From<E> for Cause {
+    fn from(e: E) -> Cause {
+        Cause::new(e)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<Cause> for Box<dyn core::error::Error + Send + Sync + 'static> {
+    /// The cause as a boxed error (the custom error itself is shared, so it
+    /// is wrapped).
+    fn from(c: Cause) -> Self {
+        match c.0 {
+            Repr::Kind(e) => Box::new(e),
+            Repr::Custom(_) => Box::new(Shared(c)),
+        }
+    }
+}
+
+/// A custom cause viewed as an error.
+#[cfg(feature = "alloc")]
+struct Shared(Cause);
+
+#[cfg(feature = "alloc")]
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl core::error::Error for Shared {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(self.0.as_dyn_error())
+    }
+}
+
+impl PartialEq<Error> for Cause {
+    fn eq(&self, other: &Error) -> bool {
+        self.as_error() == Some(*other)
+    }
+}
+
+impl PartialEq<Cause> for Error {
+    fn eq(&self, other: &Cause) -> bool {
+        other == self
+    }
+}
+
+impl PartialEq for Cause {
+    /// Kinds compare by value; custom causes compare by identity (the same
+    /// `cancel_with` call), since arbitrary errors have no equality.
+    fn eq(&self, other: &Cause) -> bool {
+        self.ptr_eq(other)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_dyn_error(), f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Kind(e) => write!(f, "Cause({e:?})"),
+            #[cfg(feature = "alloc")]
+            Repr::Custom(c) => write!(f, "Cause({:?})", &c.get().error),
+        }
+    }
+}

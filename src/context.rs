@@ -1,0 +1,407 @@
+//! [`Context`]: a handle to one node of a cancellation tree.
+
+use core::fmt;
+use core::future::Future;
+use core::ptr;
+
+use alloc::boxed::Box;
+
+use crate::after_func::{self, AfterFunc};
+use crate::handle::CancelHandle;
+use crate::node::{self, BACKGROUND, Header, NodePtr, Scope, TODO};
+use crate::run::Run;
+use crate::state::{self, CANCELLED, REF_ONE, Word};
+use crate::waiters::{Done, DoneOwned};
+use crate::{Cause, Error};
+
+/// A handle to one node of a cancellation tree: Go's `context.Context`.
+///
+/// Cheap to clone (a reference count, never an allocation), `Send + Sync`,
+/// `'static`. Derive children with [`with_cancel`](Context::with_cancel),
+/// [`with_timeout`](Context::with_timeout), [`with_value`](Context::with_value)
+/// and friends; ask with [`is_cancelled`](Context::is_cancelled) (one atomic
+/// load), [`err`](Context::err), [`cause`](Context::cause); wait with
+/// [`done`](Context::done) on any executor.
+///
+/// ```
+/// use cancel_tree::{Context, Error};
+///
+/// let root = Context::background();
+/// let (ctx, cancel) = root.with_cancel();
+/// let (child, _child_cancel) = ctx.with_cancel();
+/// assert!(!child.is_cancelled());
+/// cancel.cancel();
+/// assert_eq!(child.err(), Some(Error::Canceled));
+/// assert!(!root.is_cancelled());
+/// ```
+pub struct Context {
+    /// The node this handle holds a reference on (or a root sentinel).
+    pub(crate) node: NodePtr,
+    /// The nearest scope that can be cancelled, or null if none can. Kept
+    /// alive through `node`'s parent chain.
+    pub(crate) scope: *const Scope,
+}
+
+// SAFETY: nodes are shared through atomics and per-node locks; values stored
+// in the tree are `Send + Sync`.
+unsafe impl Send for Context {}
+// SAFETY: as above: every `&self` method is thread-safe.
+unsafe impl Sync for Context {}
+
+impl Context {
+    /// The root of a tree: never cancelled, no values, no deadline. Costs
+    /// nothing (no allocation, no static).
+    ///
+    /// ```
+    /// let root = cancel_tree::Context::background();
+    /// assert_eq!(root.err(), None);
+    /// assert_eq!(root.deadline(), None);
+    /// ```
+    pub const fn background() -> Context {
+        Context {
+            node: BACKGROUND,
+            scope: ptr::null(),
+        }
+    }
+
+    /// Like [`background`](Context::background), for code that has not been
+    /// given a context yet; `Debug` prints it as `todo`.
+    pub const fn todo() -> Context {
+        Context {
+            node: TODO,
+            scope: ptr::null(),
+        }
+    }
+
+    /// A child that is cancelled when the returned [`CancelHandle`] is used
+    /// or dropped, or when `self` is.
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// drop(cancel); // dropping the handle cancels, like Go's `defer cancel()`
+    /// assert!(ctx.is_cancelled());
+    /// ```
+    pub fn with_cancel(&self) -> (Context, CancelHandle) {
+        let scope = self.new_scope(Scope::new(state::KIND_CANCEL | (2 * REF_ONE), self.node));
+        (
+            Context {
+                node: scope.cast(),
+                scope,
+            },
+            CancelHandle::new(scope),
+        )
+    }
+
+    /// Allocates `scope` (a fresh node whose word counts the context and the
+    /// handle) as a child of `self`, and links it under `self`'s scope, or
+    /// makes it born-cancelled if that scope already ended.
+    pub(crate) fn new_scope(&self, scope: Scope) -> *const Scope {
+        // SAFETY: we hold a reference on our own node.
+        unsafe { node::acquire(self.node) };
+        let s: *const Scope = Box::into_raw(Box::new(scope));
+        // SAFETY: fresh node, not shared yet.
+        unsafe { self.attach(s) };
+        s
+    }
+
+    /// Links a fresh scope under `self.scope`, or copies its ending.
+    ///
+    /// # Safety
+    /// `s` is alive and not shared yet.
+    pub(crate) unsafe fn attach(&self, s: *const Scope) {
+        if self.scope.is_null() {
+            return;
+        }
+        // SAFETY: our scope is alive while we are; `s` is fresh (caller).
+        unsafe {
+            let parent = &*self.scope;
+            let guard = parent.hdr.word.lock();
+            let w = guard.load();
+            if w & CANCELLED != 0 {
+                (*s).inherit_end(parent, w);
+            } else {
+                parent.link_child(s);
+            }
+            drop(guard);
+        }
+    }
+
+    /// A child that carries `value`: [`value::<T>()`](Context::value) on it
+    /// and its descendants returns it, unless a nearer ancestor carries
+    /// another `T`. Makes no cancellation scope.
+    ///
+    /// Values are looked up by type. Use a newtype per key, as Go code uses an
+    /// unexported key type:
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// struct RequestId(u64);
+    /// let ctx = Context::background().with_value(RequestId(7));
+    /// let (child, _cancel) = ctx.with_cancel();
+    /// assert_eq!(child.value::<RequestId>().map(|r| r.0), Some(7));
+    /// assert!(Context::background().value::<RequestId>().is_none());
+    /// ```
+    pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
+        // SAFETY: we hold a reference on our own node.
+        unsafe { node::acquire(self.node) };
+        let node = node::new_value_node(self.node, self.scope, value);
+        Context {
+            node,
+            scope: self.scope,
+        }
+    }
+
+    /// When the context will end by itself: the nearest deadline of it or its
+    /// ancestors (`None` if there is none, as for roots and
+    /// `without_cancel`).
+    pub fn deadline(&self) -> Option<crate::Instant> {
+        None
+    }
+
+    /// The nearest ancestor's value of type `T` (including `self`'s).
+    pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        // SAFETY: `self` keeps its node and all ancestors alive for `'_`.
+        unsafe { node::lookup_value::<T>(self.node) }
+    }
+
+    /// A child that keeps `self`'s values (and clock) but is never cancelled
+    /// and has no deadline (Go's `WithoutCancel`).
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// let (ctx, cancel) = Context::background().with_value(5u8).with_cancel();
+    /// let detached = ctx.without_cancel();
+    /// cancel.cancel();
+    /// assert!(!detached.is_cancelled());
+    /// assert_eq!(detached.value::<u8>(), Some(&5));
+    /// ```
+    pub fn without_cancel(&self) -> Context {
+        // SAFETY: we hold a reference on our own node.
+        unsafe { node::acquire(self.node) };
+        let header = Box::new(Header {
+            word: Word::new(state::KIND_WITHOUT | REF_ONE),
+            parent: self.node,
+        });
+        Context {
+            node: Box::into_raw(header).cast_const(),
+            scope: ptr::null(),
+        }
+    }
+
+    /// Runs `f` once, after this context is cancelled (Go's `AfterFunc`).
+    ///
+    /// * If the context is already cancelled, `f` runs at once, on the
+    ///   calling thread, before `after_func` returns.
+    /// * Otherwise `f` runs on the thread that cancels the context (the one
+    ///   calling [`CancelHandle::cancel`] or dropping the handle, or an
+    ///   ancestor's), or on the clock's timer thread / interrupt when a
+    ///   deadline ends it. It runs after the whole subtree reports cancelled,
+    ///   with no lock of this crate held, so it may cancel, derive or drop
+    ///   contexts freely.
+    /// * If the context can never be cancelled (a root, `without_cancel`),
+    ///   `f` is dropped at once and never runs.
+    ///
+    /// A panic in `f` is caught (with `std`) so the rest of the cancellation
+    /// completes, then resumed on the cancelling thread; if that thread is
+    /// already panicking (a `CancelHandle` dropped while unwinding), it is
+    /// discarded instead of aborting. Without `std` a panic is not caught: the
+    /// walk still completes as the panic unwinds (or the target aborts).
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r = ran.clone();
+    /// let _stop = ctx.after_func(move || r.store(true, Ordering::SeqCst));
+    /// cancel.cancel();
+    /// assert!(ran.load(Ordering::SeqCst));
+    /// ```
+    pub fn after_func<F>(&self, f: F) -> AfterFunc
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        after_func::register(self, f)
+    }
+
+    /// `true` once the context is cancelled. One atomic load: no lock, no
+    /// allocation, no clock read.
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.word() & CANCELLED != 0
+    }
+
+    /// `None` while live; then why it ended. One atomic load. Once this is
+    /// `Some`, [`done`](Context::done) is ready and [`cause`](Context::cause)
+    /// is set.
+    #[inline]
+    pub fn err(&self) -> Option<Error> {
+        state::err_of(self.word())
+    }
+
+    #[inline(always)]
+    fn word(&self) -> usize {
+        if self.scope.is_null() {
+            0
+        } else {
+            // SAFETY: the scope is alive while `self` is.
+            unsafe { (*self.scope).hdr.word.load() }
+        }
+    }
+
+    /// Why the context ended: `None` while live; the cause given to
+    /// [`CancelHandle::cancel_with`] or to a `*_cause` derivation; the
+    /// parent's cause when the parent ended it; otherwise the
+    /// [`err`](Context::err) itself.
+    ///
+    /// ```
+    /// use cancel_tree::{Context, Error};
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(cancel_tree::Cause::msg("shutting down"));
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "shutting down");
+    /// ```
+    pub fn cause(&self) -> Option<Cause> {
+        let w = self.word();
+        if w & CANCELLED == 0 {
+            return None;
+        }
+        // SAFETY: a cancelled word came from a live scope.
+        Some(unsafe { (*self.scope).read_cause(w) })
+    }
+
+    /// A future that resolves to [`err`](Context::err) once the context is
+    /// cancelled. Never allocates; see [`Done`].
+    pub fn done(&self) -> Done<'_> {
+        Done::new(self)
+    }
+
+    /// Like [`done`](Context::done), but `'static` (holds a clone).
+    pub fn done_owned(&self) -> DoneOwned {
+        DoneOwned::new(self.clone())
+    }
+
+    /// Runs `fut` until it completes or the context is cancelled, whichever
+    /// is first. The context is checked before every poll of `fut`, so an
+    /// always-ready future still stops; on cancellation `fut` is dropped and
+    /// the result is `Err`.
+    ///
+    /// ```
+    /// # use cancel_tree::{Context, Error};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+    /// # }
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(block_on(ctx.run(async { 42 })), Ok(42));
+    /// cancel.cancel();
+    /// assert_eq!(block_on(ctx.run(async { 42 })), Err(Error::Canceled));
+    /// ```
+    pub fn run<F: Future>(&self, fut: F) -> Run<'_, F> {
+        Run::new(self, fut)
+    }
+
+    /// Blocks the thread until the context is cancelled.
+    #[cfg(feature = "std")]
+    pub fn wait(&self) -> Error {
+        crate::blocking::wait(self)
+    }
+
+    /// Blocks the thread until the context is cancelled or `timeout`
+    /// passes (`None`). A timeout too large to represent waits forever.
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// use std::time::Duration;
+    /// let (ctx, _cancel) = Context::background().with_cancel();
+    /// assert_eq!(ctx.wait_timeout(Duration::from_millis(1)), None);
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn wait_timeout(&self, timeout: core::time::Duration) -> Option<Error> {
+        crate::blocking::wait_timeout(self, timeout)
+    }
+
+    /// The names of this node and its ancestors, for `Debug`.
+    fn kind_name(node: NodePtr) -> &'static str {
+        if node == BACKGROUND {
+            return "background";
+        }
+        if node == TODO {
+            return "todo";
+        }
+        // SAFETY: a live node; kind bits are immutable.
+        match state::kind(unsafe { (*node).word.load() }) {
+            state::KIND_CANCEL => "with_cancel",
+            state::KIND_DEADLINE => "with_deadline",
+            state::KIND_VALUE => "with_value",
+            state::KIND_WITHOUT => "without_cancel",
+            _ => "background_with_clock",
+        }
+    }
+}
+
+impl Clone for Context {
+    #[inline]
+    fn clone(&self) -> Context {
+        // SAFETY: we hold a reference on our node.
+        unsafe { node::acquire(self.node) };
+        Context {
+            node: self.node,
+            scope: self.scope,
+        }
+    }
+}
+
+impl Drop for Context {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference on our node.
+        unsafe { node::release(self.node) }
+    }
+}
+
+impl Default for Context {
+    /// [`Context::background`].
+    fn default() -> Context {
+        Context::background()
+    }
+}
+
+impl fmt::Debug for Context {
+    /// Prints the path from the root, Go style, e.g.
+    /// `Context(background.with_value.with_cancel, live)`; paths deeper than
+    /// eight nodes print their last eight.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 8;
+        let mut depth = 0usize;
+        let mut n = self.node;
+        while node::is_heap(n) {
+            depth += 1;
+            // SAFETY: ancestors of a live node are alive.
+            n = unsafe { (*n).parent };
+        }
+        let root = Context::kind_name(n);
+        f.write_str("Context(")?;
+        if depth >= SHOWN {
+            f.write_str("…")?;
+        } else {
+            f.write_str(root)?;
+        }
+        for level in (0..depth.min(SHOWN)).rev() {
+            let mut n = self.node;
+            for _ in 0..level {
+                // SAFETY: as above.
+                n = unsafe { (*n).parent };
+            }
+            f.write_str(".")?;
+            f.write_str(Context::kind_name(n))?;
+        }
+        match self.err() {
+            None => f.write_str(", live)"),
+            Some(e) => write!(f, ", {e})"),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! [`CancelHandle`]: the right to cancel one scope.
+
+use core::fmt;
+
+use crate::cancel;
+use crate::context::Context;
+use crate::node::{self, Scope};
+use crate::{Cause, Error};
+
+/// The right to cancel the context it was returned with. Go's `CancelFunc`,
+/// with `defer cancel()` built in: **dropping the handle cancels**. Call
+/// [`detach`](CancelHandle::detach) to drop it without cancelling.
+///
+/// ```
+/// use cancel_tree::{Context, Error};
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel_with(Error::DeadlineExceeded);
+/// cancel.cancel(); // later cancels change nothing
+/// assert_eq!(ctx.err(), Some(Error::Canceled));
+/// assert_eq!(ctx.cause().unwrap(), Error::DeadlineExceeded);
+/// ```
+#[must_use = "dropping a CancelHandle cancels its context at once; bind it (`let (ctx, _cancel) = ...`) or call `.detach()`"]
+pub struct CancelHandle {
+    scope: *const Scope,
+}
+
+// SAFETY: cancelling is thread-safe (state word + per-node locks).
+unsafe impl Send for CancelHandle {}
+// SAFETY: as above.
+unsafe impl Sync for CancelHandle {}
+
+impl CancelHandle {
+    /// Takes over one reference on `scope`.
+    pub(crate) fn new(scope: *const Scope) -> CancelHandle {
+        CancelHandle { scope }
+    }
+
+    /// Cancels the context with [`Error::Canceled`] (cause `Canceled`), and
+    /// every descendant with it. When this returns, every descendant reports
+    /// cancelled; waiters have been woken and `after_func` closures run.
+    /// Cancelling an ended context changes nothing.
+    pub fn cancel(&self) {
+        self.cancel_with(Error::Canceled);
+    }
+
+    /// Cancels with `err()` = [`Error::Canceled`] and `cause()` = `cause`
+    /// (Go's `WithCancelCause`).
+    pub fn cancel_with(&self, cause: impl Into<Cause>) {
+        let cause = cause.into();
+        // SAFETY: the handle holds a reference on the scope.
+        unsafe { cancel::cancel(self.scope, Error::Canceled, &cause) };
+    }
+
+    /// A context for the scope this handle cancels.
+    pub fn context(&self) -> Context {
+        // SAFETY: the handle holds a reference, so taking another is fine.
+        unsafe { node::acquire(self.scope.cast()) };
+        Context {
+            node: self.scope.cast(),
+            scope: self.scope,
+        }
+    }
+
+    /// `true` once the scope has ended (by this handle or otherwise).
+    pub fn is_cancelled(&self) -> bool {
+        // SAFETY: the handle holds a reference.
+        unsafe { (*self.scope).hdr.word.load() & crate::state::CANCELLED != 0 }
+    }
+
+    /// Gives up the handle without cancelling: the context then ends only
+    /// through its parent or its deadline.
+    pub fn detach(self) {
+        let scope = self.scope;
+        core::mem::forget(self);
+        // SAFETY: the handle's reference, given up once (forget above).
+        unsafe { node::release(scope.cast()) };
+    }
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        struct Release(*const Scope);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                // SAFETY: the handle's reference, released even if an
+                // `after_func` panic propagates out of the cancel below.
+                unsafe { node::release(self.0.cast()) };
+            }
+        }
+        let _release = Release(self.scope);
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}

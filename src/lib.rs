@@ -1,0 +1,82 @@
+//! # cancel-tree
+//!
+//! Go's `context` package for Rust: trees of cancellation contexts with
+//! deadlines and values, that wake tasks on any executor and run on any
+//! target, from multi-core servers to Cortex-M firmware.
+//!
+//! ```
+//! use cancel_tree::{Context, Error};
+//!
+//! let root = Context::background();
+//! let (ctx, cancel) = root.with_cancel();
+//! let (child, _child_cancel) = ctx.with_cancel();
+//! let _stop = child.after_func(|| println!("child ended"));
+//! cancel.cancel_with(cancel_tree::Cause::msg("shutting down"));
+//! assert_eq!(child.err(), Some(Error::Canceled));
+//! assert_eq!(child.cause().unwrap().to_string(), "shutting down");
+//! ```
+//!
+//! * **Hot path**: [`Context::is_cancelled`] and [`Context::err`] are one
+//!   atomic load.
+//! * **Waiting never allocates**: a [`Done`] future holds its own waiter,
+//!   linked into the context's intrusive list.
+//! * **Go semantics**: first cancellation wins, causes propagate, a child of a
+//!   cancelled parent is born cancelled, dropping a [`CancelHandle`] cancels.
+//! * **Any target**: `#![no_std]` with `alloc`; `portable-atomic` for cores
+//!   without compare-and-swap; `cancel` is safe from interrupt handlers.
+//!
+//! See `docs/design.md` in the repository for the state machine, the lists,
+//! the memory orderings and the proofs.
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod cause;
+mod error;
+mod instant;
+mod sync;
+
+#[cfg(feature = "alloc")]
+mod after_func;
+#[cfg(feature = "std")]
+mod blocking;
+#[cfg(feature = "alloc")]
+mod cancel;
+#[cfg(feature = "alloc")]
+mod context;
+#[cfg(feature = "alloc")]
+mod handle;
+#[cfg(feature = "alloc")]
+mod node;
+#[cfg(feature = "alloc")]
+mod run;
+#[cfg(feature = "alloc")]
+mod state;
+#[cfg(feature = "alloc")]
+mod waiters;
+
+pub use cause::Cause;
+pub use error::Error;
+pub use instant::Instant;
+
+#[cfg(feature = "alloc")]
+pub use after_func::AfterFunc;
+#[cfg(feature = "alloc")]
+pub use context::Context;
+#[cfg(feature = "alloc")]
+pub use handle::CancelHandle;
+#[cfg(feature = "alloc")]
+pub use run::Run;
+#[cfg(feature = "alloc")]
+pub use waiters::{Done, DoneOwned};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,392 @@
+//! Node layouts, the child list, reference counting and the (iterative) free
+//! path.
+//!
+//! Every heap node starts with a [`Header`]: the state word (see
+//! [`state`](crate::state)) and a strong pointer to the parent node. A child
+//! holds one reference on its parent, so a context keeps its ancestors (and
+//! their values) alive; a parent holds no reference on its children, which sit
+//! in its intrusive child list only while they live (no cycles, no leaks).
+//!
+//! The two root kinds made by [`Context::background`](crate::Context::background)
+//! and [`Context::todo`](crate::Context::todo) are sentinel pointers that are
+//! never dereferenced, so roots cost nothing and need no statics.
+
+use core::any::TypeId;
+use core::ptr;
+
+use alloc::boxed::Box;
+
+use crate::cause::{Arc, Cause, CustomCause, Repr};
+use crate::state::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, LINKED, Word};
+use crate::sync::UnsafeCell;
+use crate::waiters::WaitLink;
+
+/// A pointer to a node, or one of the two root sentinels.
+pub(crate) type NodePtr = *const Header;
+
+/// `Context::background()`: never dereferenced.
+pub(crate) const BACKGROUND: NodePtr = ptr::without_provenance(1);
+/// `Context::todo()`: never dereferenced.
+pub(crate) const TODO: NodePtr = ptr::without_provenance(2);
+
+/// `true` for a real heap node, `false` for a root sentinel.
+#[inline(always)]
+pub(crate) fn is_heap(node: NodePtr) -> bool {
+    node.addr() > 2
+}
+
+/// The part every heap node starts with.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) word: Word,
+    /// Strong reference to the parent node (or a root sentinel). Immutable.
+    pub(crate) parent: NodePtr,
+}
+
+/// A cancellation scope: `with_cancel` (and the first part of a deadline
+/// node). 56 bytes on 64-bit targets.
+#[repr(C)]
+pub(crate) struct Scope {
+    pub(crate) hdr: Header,
+    /// Sibling links in the parent scope's child list, guarded by the
+    /// parent scope's lock while `LINKED`; after a cancel walk unlinks the
+    /// node they are the walker's private work-list links.
+    pub(crate) prev: UnsafeCell<*const Scope>,
+    pub(crate) next: UnsafeCell<*const Scope>,
+    /// First child; guarded by this node's lock.
+    pub(crate) children: UnsafeCell<*const Scope>,
+    /// First waiter (`Done` futures and `after_func` registrations); guarded
+    /// by this node's lock.
+    pub(crate) waiters: UnsafeCell<*const WaitLink>,
+    /// `Arc::into_raw` of the custom cause when `CAUSE_CUSTOM` is set.
+    /// Written once, under the lock, before `CANCELLED` is published; read
+    /// only after seeing `CANCELLED` with `Acquire`.
+    pub(crate) cause: UnsafeCell<*const CustomCause>,
+}
+
+/// The fixed part of a `with_value` node; the value follows it.
+#[repr(C)]
+pub(crate) struct ValueHeader {
+    pub(crate) hdr: Header,
+    /// The nearest cancellation scope above (null if none can cancel).
+    pub(crate) scope: *const Scope,
+    pub(crate) type_id: TypeId,
+    /// Frees the whole `ValueNode<T>`.
+    pub(crate) free: unsafe fn(*const ValueHeader),
+}
+
+#[repr(C)]
+pub(crate) struct ValueNode<T> {
+    pub(crate) head: ValueHeader,
+    pub(crate) value: T,
+}
+
+impl Scope {
+    pub(crate) fn new(initial_word: usize, parent: NodePtr) -> Scope {
+        Scope {
+            hdr: Header {
+                word: Word::new(initial_word),
+                parent,
+            },
+            prev: UnsafeCell::new(ptr::null()),
+            next: UnsafeCell::new(ptr::null()),
+            children: UnsafeCell::new(ptr::null()),
+            waiters: UnsafeCell::new(ptr::null()),
+            cause: UnsafeCell::new(ptr::null()),
+        }
+    }
+
+    /// Writes the cause cell for an ending with `cause`. Caller holds the lock
+    /// and the node is not cancelled yet (or is not shared yet).
+    pub(crate) fn write_cause(&self, cause: &Cause) {
+        #[cfg(feature = "alloc")]
+        if let Repr::Custom(arc) = &cause.0 {
+            let raw = Arc::into_raw(arc.clone());
+            // SAFETY: the caller holds the lock and the node is not yet
+            // cancelled, so nobody reads the cell concurrently.
+            self.cause.with_mut(|c| unsafe { *c = raw });
+        }
+        #[cfg(not(feature = "alloc"))]
+        let _ = cause;
+    }
+
+    /// The cause of a node whose word `word` has `CANCELLED` (loaded with
+    /// `Acquire`, so the cause cell is visible).
+    pub(crate) fn read_cause(&self, word: usize) -> Cause {
+        debug_assert!(word & CANCELLED != 0);
+        if word & CAUSE_CUSTOM != 0 {
+            // SAFETY: the cell was written before CANCELLED was published
+            // and is never written again while the node lives.
+            let raw = self.cause.with(|c| unsafe { *c });
+            // SAFETY: `raw` came from `Arc::into_raw` and the node still owns
+            // that reference, so taking another one is sound.
+            return Cause(Repr::Custom(unsafe { Arc::clone_raw(raw) }));
+        }
+        let kind = if word & state::CAUSE_DEADLINE != 0 {
+            crate::Error::DeadlineExceeded
+        } else {
+            crate::Error::Canceled
+        };
+        Cause(Repr::Kind(kind))
+    }
+
+    /// Copies the ending of `from` (cancelled, word `from_word`) into `self`,
+    /// which is not yet shared. Used for children born under a cancelled
+    /// parent.
+    pub(crate) fn inherit_end(&self, from: &Scope, from_word: usize) {
+        let cause = from.read_cause(from_word);
+        self.write_cause(&cause);
+        self.hdr.word.set(from_word & END_BITS);
+    }
+
+    /// Links `child` at the front of this scope's child list.
+    ///
+    /// # Safety
+    /// The caller holds this scope's lock; `child` is alive and in no list.
+    pub(crate) unsafe fn link_child(&self, child: *const Scope) {
+        // SAFETY: all four cells are guarded by this scope's lock, which the
+        // caller holds; `child` and the old head are alive (listed nodes
+        // unlink themselves, under this lock, before they are freed).
+        unsafe {
+            let head = self.children.with(|h| *h);
+            (*child).prev.with_mut(|p| *p = ptr::null());
+            (*child).next.with_mut(|n| *n = head);
+            if !head.is_null() {
+                (*head).prev.with_mut(|p| *p = child);
+            }
+            self.children.with_mut(|h| *h = child);
+            (*child).hdr.word.set(LINKED);
+        }
+    }
+
+    /// Removes `child` from this scope's child list and clears its `LINKED`.
+    ///
+    /// # Safety
+    /// The caller holds this scope's lock and `child` is in this list.
+    pub(crate) unsafe fn unlink_child(&self, child: *const Scope) {
+        // SAFETY: as in `link_child`: the lock guards every cell touched, and
+        // listed neighbours are alive.
+        unsafe {
+            let prev = (*child).prev.with(|p| *p);
+            let next = (*child).next.with(|n| *n);
+            if prev.is_null() {
+                self.children.with_mut(|h| *h = next);
+            } else {
+                (*prev).next.with_mut(|n| *n = next);
+            }
+            if !next.is_null() {
+                (*next).prev.with_mut(|p| *p = prev);
+            }
+            (*child).hdr.word.clear(LINKED);
+        }
+    }
+
+    /// Pops the first child, if any.
+    ///
+    /// # Safety
+    /// The caller holds this scope's lock.
+    pub(crate) unsafe fn pop_child(&self) -> *const Scope {
+        let head = self.children.with(|h| {
+            // SAFETY: guarded by our lock, held by the caller.
+            unsafe { *h }
+        });
+        if !head.is_null() {
+            // SAFETY: head is in this list; lock held.
+            unsafe { self.unlink_child(head) };
+        }
+        head
+    }
+}
+
+/// The nearest cancellation scope of `node` itself (null if it cannot be
+/// cancelled).
+///
+/// # Safety
+/// `node` is a sentinel or a live node.
+pub(crate) unsafe fn scope_of(node: NodePtr) -> *const Scope {
+    if !is_heap(node) {
+        return ptr::null();
+    }
+    // SAFETY: live node (caller); the kind bits are immutable.
+    let word = unsafe { (*node).word.load() };
+    match state::kind(word) {
+        state::KIND_CANCEL | state::KIND_DEADLINE => node.cast::<Scope>(),
+        // SAFETY: the kind says this is a value node.
+        state::KIND_VALUE => unsafe { (*node.cast::<ValueHeader>()).scope },
+        _ => ptr::null(),
+    }
+}
+
+/// Adds a strong reference to `node` (no-op for sentinels).
+///
+/// # Safety
+/// `node` is a sentinel or a node the caller holds a reference on.
+#[inline]
+pub(crate) unsafe fn acquire(node: NodePtr) {
+    if is_heap(node) {
+        // SAFETY: caller holds a reference, so the node is alive.
+        unsafe { (*node).word.acquire_ref() }
+    }
+}
+
+/// Drops a strong reference on `node`, freeing it and, iteratively, every
+/// ancestor whose last reference that was.
+///
+/// # Safety
+/// The caller owns one reference on `node`, which it gives up.
+pub(crate) unsafe fn release(mut node: NodePtr) {
+    while is_heap(node) {
+        // SAFETY: caller's reference keeps the node alive until this call.
+        if !unsafe { (*node).word.release_ref() } {
+            return;
+        }
+        // SAFETY: we held the last reference; nothing else can reach it
+        // except a walker holding its parent scope's lock, which `free`
+        // synchronises with.
+        let parent = unsafe { (*node).parent };
+        // If dropping a value panics, the guard still releases the parent.
+        let guard = ReleaseOnUnwind(parent);
+        // SAFETY: last reference, as above.
+        unsafe { free(node) };
+        core::mem::forget(guard);
+        node = parent;
+    }
+}
+
+struct ReleaseOnUnwind(NodePtr);
+
+impl Drop for ReleaseOnUnwind {
+    fn drop(&mut self) {
+        // SAFETY: only reached while unwinding out of `free`, when the freed
+        // node's reference on its parent still has to be given up.
+        unsafe { release(self.0) }
+    }
+}
+
+/// Frees one node whose reference count reached zero.
+///
+/// # Safety
+/// No references remain on `node`.
+unsafe fn free(node: NodePtr) {
+    // SAFETY: the node is alive until we free it below.
+    let word = unsafe { (*node).word.load() };
+    match state::kind(word) {
+        state::KIND_CANCEL => {
+            let scope = node.cast::<Scope>();
+            // SAFETY: our node is a scope that no one else references.
+            unsafe {
+                detach_from_parent(scope);
+                drop_cause(&*scope);
+                drop(Box::from_raw(scope.cast_mut()));
+            }
+        }
+        state::KIND_DEADLINE => {
+            // SAFETY: the kind says this is a deadline node.
+            let _ = node;
+            unreachable!("deadline nodes are not built yet")
+        }
+        state::KIND_VALUE => {
+            let vh = node.cast::<ValueHeader>();
+            // SAFETY: the kind says this is a value node made by
+            // `new_value_node`, whose `free` matches its type.
+            unsafe { ((*vh).free)(vh) }
+        }
+        state::KIND_WITHOUT => {
+            // SAFETY: made by `Box::new(Header)` in `without_cancel`.
+            unsafe { drop(Box::from_raw(node.cast_mut())) }
+        }
+        state::KIND_CLOCK_ROOT => {
+            // SAFETY: the kind says this is a clock root.
+            let _ = node;
+            unreachable!("clock roots are not built yet")
+        }
+        _ => unreachable!("corrupt node kind"),
+    }
+}
+
+/// Removes a dying scope from its parent scope's child list.
+///
+/// # Safety
+/// `scope` has no references left.
+pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
+    // SAFETY: the scope is alive; its parent pointer is immutable and the
+    // parent is alive (we still hold our reference on it).
+    let parent_scope = unsafe { scope_of((*scope).hdr.parent) };
+    if parent_scope.is_null() {
+        return; // never linked: the parent cannot be cancelled
+    }
+    // Always take the lock, even if LINKED looks clear: a walker that popped
+    // us may still be inspecting us under this lock, and taking it waits for
+    // that to finish.
+    // SAFETY: parent scope alive (see above).
+    let guard = unsafe { (*parent_scope).hdr.word.lock() };
+    // SAFETY: under the parent's lock, LINKED tells whether we are listed.
+    unsafe {
+        if (*scope).hdr.word.load() & LINKED != 0 {
+            (*parent_scope).unlink_child(scope);
+        }
+    }
+    drop(guard);
+}
+
+/// Gives up the node's count on its custom cause.
+fn drop_cause(scope: &Scope) {
+    #[cfg(feature = "alloc")]
+    if scope.hdr.word.load() & CAUSE_CUSTOM != 0 {
+        let raw = scope.cause.with(|c| {
+            // SAFETY: no other reference to the node remains.
+            unsafe { *c }
+        });
+        // SAFETY: `raw` came from `Arc::into_raw` in `write_cause` and this
+        // node owns that count.
+        unsafe { drop(Arc::from_raw(raw)) };
+    }
+}
+
+/// Allocates a value node holding `value`, child of `parent`.
+pub(crate) fn new_value_node<T: Send + Sync + 'static>(
+    parent: NodePtr,
+    scope: *const Scope,
+    value: T,
+) -> NodePtr {
+    unsafe fn free_value<T>(vh: *const ValueHeader) {
+        // SAFETY: `vh` is the header of a `ValueNode<T>` made by `Box::new`
+        // below (repr(C), header first), and no references remain.
+        unsafe { drop(Box::from_raw(vh.cast::<ValueNode<T>>().cast_mut())) }
+    }
+    let node = Box::new(ValueNode {
+        head: ValueHeader {
+            hdr: Header {
+                word: Word::new(state::KIND_VALUE | state::REF_ONE),
+                parent,
+            },
+            scope,
+            type_id: TypeId::of::<T>(),
+            free: free_value::<T>,
+        },
+        value,
+    });
+    Box::into_raw(node).cast_const().cast()
+}
+
+/// Looks `T` up from `node` towards the root, iteratively.
+///
+/// # Safety
+/// `node` is a sentinel or alive, and stays alive for `'a`.
+pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&'a T> {
+    let want = TypeId::of::<T>();
+    while is_heap(node) {
+        // SAFETY: every ancestor of a live node is alive (children hold their
+        // parents), and the kind bits and parent pointer are immutable.
+        unsafe {
+            if state::kind((*node).word.load()) == state::KIND_VALUE {
+                let vh = node.cast::<ValueHeader>();
+                if (*vh).type_id == want {
+                    return Some(&(*vh.cast::<ValueNode<T>>()).value);
+                }
+            }
+            node = (*node).parent;
+        }
+    }
+    None
+}

@@ -1,0 +1,236 @@
+//! The state machine: one atomic word per node.
+//!
+//! ```text
+//!  bit  0..=2  KIND         immutable: which node layout this is
+//!  bit  3      LOCKED       (std) spin-lock bit guarding the node's lists
+//!  bit  4      CANCELLED    set once, never cleared
+//!  bit  5      ERR_DEADLINE err() is DeadlineExceeded (else Canceled)
+//!  bit  6      CAUSE_CUSTOM the node's `cause` cell holds a custom cause
+//!  bit  7      CAUSE_DEADLINE  (not custom) cause() is DeadlineExceeded
+//!  bit  8      WALKING      a cancel walk is still flagging this subtree
+//!  bit  9      LINKED       the node is in its parent scope's child list
+//!  bit 10      IMMORTAL     the reference count saturated; never freed
+//!  bit 11..    refs         strong references (REF_ONE each)
+//! ```
+//!
+//! `is_cancelled()` and `err()` are one `Acquire` load of this word. The
+//! transition live -> cancelled happens once, under the node's lock, in the
+//! same RMW that releases the lock, after the cause has been written: a reader
+//! that sees `CANCELLED` therefore also sees the cause (no window in which
+//! `cause()` lags `err()`).
+//!
+//! The lock protects the node's child list, waiter list and `cause` cell.
+//! With `std` it is a spin lock on `LOCKED` (critical sections are O(1): a
+//! link, an unlink, a pop). Without `std` it is a `critical-section`
+//! (interrupts masked on single-core MCUs), so `cancel` from an interrupt
+//! handler can never spin on a lock held by the code it interrupted.
+
+use crate::Error;
+use crate::sync::{AtomicUsize, Ordering};
+
+pub(crate) const KIND_MASK: usize = 0b111;
+pub(crate) const KIND_CANCEL: usize = 0;
+pub(crate) const KIND_DEADLINE: usize = 1;
+pub(crate) const KIND_VALUE: usize = 2;
+pub(crate) const KIND_WITHOUT: usize = 3;
+pub(crate) const KIND_CLOCK_ROOT: usize = 4;
+
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) const LOCKED: usize = 1 << 3;
+pub(crate) const CANCELLED: usize = 1 << 4;
+pub(crate) const ERR_DEADLINE: usize = 1 << 5;
+pub(crate) const CAUSE_CUSTOM: usize = 1 << 6;
+pub(crate) const CAUSE_DEADLINE: usize = 1 << 7;
+pub(crate) const WALKING: usize = 1 << 8;
+pub(crate) const LINKED: usize = 1 << 9;
+pub(crate) const IMMORTAL: usize = 1 << 10;
+
+pub(crate) const REF_SHIFT: u32 = 11;
+pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
+/// Past this many references a node becomes immortal instead of risking an
+/// overflow into the flag bits (2^51 on 64-bit, 2^19 on 32-bit targets).
+const REF_SATURATE: usize = 1 << (usize::BITS - REF_SHIFT - 2);
+
+/// The bits that record how a node ended.
+pub(crate) const END_BITS: usize = CANCELLED | ERR_DEADLINE | CAUSE_CUSTOM | CAUSE_DEADLINE;
+
+#[inline(always)]
+pub(crate) const fn refs(word: usize) -> usize {
+    word >> REF_SHIFT
+}
+
+#[inline(always)]
+pub(crate) const fn kind(word: usize) -> usize {
+    word & KIND_MASK
+}
+
+#[inline(always)]
+pub(crate) const fn err_of(word: usize) -> Option<Error> {
+    if word & CANCELLED == 0 {
+        None
+    } else if word & ERR_DEADLINE != 0 {
+        Some(Error::DeadlineExceeded)
+    } else {
+        Some(Error::Canceled)
+    }
+}
+
+/// The end bits for an ending with `err`, whose cause is `cause_kind` (when
+/// the cause is one of the two kinds) or custom.
+pub(crate) const fn end_bits(err: Error, cause_kind: Option<Error>) -> usize {
+    let mut bits = CANCELLED;
+    if matches!(err, Error::DeadlineExceeded) {
+        bits |= ERR_DEADLINE;
+    }
+    match cause_kind {
+        None => bits |= CAUSE_CUSTOM,
+        Some(Error::DeadlineExceeded) => bits |= CAUSE_DEADLINE,
+        Some(Error::Canceled) => {}
+    }
+    bits
+}
+
+/// The atomic word of one node.
+pub(crate) struct Word(AtomicUsize);
+
+impl Word {
+    pub(crate) fn new(initial: usize) -> Word {
+        Word(AtomicUsize::new(initial))
+    }
+
+    #[inline(always)]
+    pub(crate) fn load(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Adds a reference. Saturates (the node becomes immortal) instead of
+    /// overflowing.
+    #[inline]
+    pub(crate) fn acquire_ref(&self) {
+        let prev = self.0.fetch_add(REF_ONE, Ordering::Relaxed);
+        if refs(prev) >= REF_SATURATE {
+            self.0.fetch_or(IMMORTAL, Ordering::Relaxed);
+            self.0.fetch_sub(REF_ONE, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a reference unless the count is already zero (the node is being
+    /// freed). Used by walkers that find a node in a list.
+    pub(crate) fn try_acquire_ref(&self) -> bool {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            if refs(cur) == 0 {
+                return false;
+            }
+            if refs(cur) >= REF_SATURATE {
+                return true; // immortal in practice; no need to count
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                cur + REF_ONE,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Drops a reference. Returns `true` if it was the last one and the
+    /// caller must free the node (with an `Acquire` fence already issued).
+    #[inline]
+    #[must_use]
+    pub(crate) fn release_ref(&self) -> bool {
+        let prev = self.0.fetch_sub(REF_ONE, Ordering::Release);
+        if refs(prev) != 1 || prev & IMMORTAL != 0 {
+            return false;
+        }
+        // Pairs with the Release above in every other releaser, so that all
+        // their uses of the node happen before the free.
+        #[cfg(loom)]
+        self.0.load(Ordering::Acquire);
+        #[cfg(not(loom))]
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        true
+    }
+
+    /// Sets bits (with `Release`), outside or inside the lock.
+    #[inline]
+    pub(crate) fn set(&self, bits: usize) -> usize {
+        self.0.fetch_or(bits, Ordering::AcqRel)
+    }
+
+    /// Clears bits (with `Release`).
+    #[inline]
+    pub(crate) fn clear(&self, bits: usize) -> usize {
+        self.0.fetch_and(!bits, Ordering::AcqRel)
+    }
+
+    /// Takes the node's lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        #[cfg(not(feature = "std"))]
+        {
+            // SAFETY: the matching `release` runs in `Guard::drop`, with the
+            // restore state returned here; guards are dropped in the reverse
+            // order of their creation (they are scoped values), which is the
+            // nesting order critical-section requires.
+            let restore = unsafe { critical_section::acquire() };
+            Guard {
+                word: self,
+                restore,
+            }
+        }
+        #[cfg(feature = "std")]
+        {
+            let mut spins = 0;
+            loop {
+                let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
+                if prev & LOCKED == 0 {
+                    return Guard { word: self };
+                }
+                while self.0.load(Ordering::Relaxed) & LOCKED != 0 {
+                    crate::sync::backoff(&mut spins);
+                }
+            }
+        }
+    }
+}
+
+/// Proof that a node's lock is held; releases it on drop.
+pub(crate) struct Guard<'a> {
+    word: &'a Word,
+    #[cfg(not(feature = "std"))]
+    restore: critical_section::RestoreState,
+}
+
+impl Guard<'_> {
+    /// The word as seen under the lock.
+    #[inline]
+    pub(crate) fn load(&self) -> usize {
+        self.word.load()
+    }
+
+    /// Sets `bits` with `Release` (everything written under the lock so far
+    /// is visible to whoever sees them), then releases the lock.
+    #[inline]
+    pub(crate) fn unlock_with(self, bits: usize) {
+        self.word.0.fetch_or(bits, Ordering::Release);
+        drop(self);
+    }
+}
+
+impl Drop for Guard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "std")]
+        self.word.0.fetch_and(!LOCKED, Ordering::Release);
+        #[cfg(not(feature = "std"))]
+        // SAFETY: `restore` came from the `acquire` in `Word::lock`, and this
+        // is the only release for it.
+        unsafe {
+            critical_section::release(self.restore)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Allocation counts with a counting global allocator: waiting never
+//! allocates, clones never allocate, one allocation per child node, and a
+//! long-lived parent does not grow across a million short-lived children.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use cancel_tree::{Context, Error};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only adds thread-local counters
+// (const-initialised, so touching them never allocates).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + layout.size() as isize));
+        // SAFETY: caller's contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE_BYTES.try_with(|c| c.set(c.get() - layout.size() as isize));
+        // SAFETY: caller's contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
+fn live() -> isize {
+    LIVE_BYTES.with(Cell::get)
+}
+
+#[test]
+fn done_create_poll_drop_never_allocates() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (child, _h) = ctx.with_value(1u8).with_cancel();
+    let waker = Waker::noop();
+    let mut cx = TaskContext::from_waker(waker);
+    let before = allocs();
+    for _ in 0..1000 {
+        let mut d = pin!(child.done());
+        assert!(d.as_mut().poll(&mut cx).is_pending());
+        assert!(d.as_mut().poll(&mut cx).is_pending());
+    }
+    // On a root too.
+    let root = Context::background();
+    let mut d = pin!(root.done());
+    assert!(d.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(allocs() - before, 0, "done() on a live context allocated");
+    let mut pending = pin!(child.done());
+    assert!(pending.as_mut().poll(&mut cx).is_pending());
+    let before = allocs();
+    cancel.cancel();
+    assert_eq!(pending.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    for _ in 0..1000 {
+        let mut d = pin!(child.done());
+        assert_eq!(d.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    }
+    assert_eq!(
+        allocs() - before,
+        0,
+        "cancel / done() on a cancelled context allocated"
+    );
+}
+
+#[test]
+fn hot_path_and_clones_never_allocate() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let before = allocs();
+    for _ in 0..1000 {
+        let c = ctx.clone();
+        assert!(!c.is_cancelled());
+        assert_eq!(c.err(), None);
+        assert!(c.cause().is_none());
+        drop(c);
+        let _b = Context::background();
+        let _t = Context::todo();
+    }
+    assert_eq!(allocs() - before, 0);
+    drop(cancel);
+}
+
+#[test]
+fn one_allocation_of_at_most_64_bytes_per_child() {
+    let (parent, _h) = Context::background().with_cancel();
+    let (a0, b0) = (allocs(), live());
+    let (child, h) = parent.with_cancel();
+    let (a1, b1) = (allocs(), live());
+    assert_eq!(a1 - a0, 1, "one allocation per child");
+    assert!(b1 - b0 <= 64, "child node is {} bytes", b1 - b0);
+    drop((child, h));
+    assert_eq!(live(), b0);
+    eprintln!("with_cancel child: {} bytes", b1 - b0);
+}
+
+#[test]
+fn parent_does_not_grow_across_a_million_children() {
+    let (parent, _h) = Context::background().with_cancel();
+    let (grand_parent_child, _h2) = parent.with_cancel(); // a long-lived sibling
+    let base = live();
+    for i in 0..1_000_000u32 {
+        let (c, h) = parent.with_cancel();
+        match i % 3 {
+            0 => drop((c, h)),
+            1 => {
+                h.detach();
+                drop(c)
+            }
+            _ => {
+                let v = c.with_value(i);
+                drop(c);
+                drop(h);
+                drop(v)
+            }
+        }
+    }
+    assert_eq!(live(), base, "memory must be O(live nodes)");
+    drop(grand_parent_child);
+}

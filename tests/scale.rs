@@ -1,0 +1,65 @@
+//! Semantic 12: nothing recurses with depth or width. A 10,000,000-deep chain
+//! and a 1,000,000-wide fan-out, cancelled, looked up and dropped on a
+//! 256 KiB stack.
+
+mod common;
+
+use cancel_tree::{Context, Error};
+use common::on_small_stack;
+
+const SMALL_STACK: usize = 256 * 1024;
+
+#[derive(Debug, PartialEq)]
+struct Top(u32);
+
+#[test]
+fn ten_million_deep_chain() {
+    on_small_stack(SMALL_STACK, || {
+        let (root, cancel) = Context::background().with_value(Top(1)).with_cancel();
+        let mut leaf = root.clone();
+        for _ in 0..10_000_000 {
+            let (c, h) = leaf.with_cancel();
+            h.detach();
+            leaf = c; // the chain is held only by its leaf
+        }
+        drop(root);
+        assert_eq!(leaf.value::<Top>(), Some(&Top(1)));
+        assert_eq!(leaf.value::<u8>(), None);
+        cancel.cancel();
+        assert_eq!(leaf.err(), Some(Error::Canceled));
+        drop(leaf); // iterative drop of 10M nodes
+    });
+}
+
+#[test]
+fn ten_million_deep_chain_dropped_live() {
+    on_small_stack(SMALL_STACK, || {
+        let mut leaf = Context::background().with_value(Top(2));
+        for _ in 0..10_000_000 {
+            let (c, h) = leaf.with_cancel();
+            h.detach();
+            leaf = c;
+        }
+        drop(leaf);
+    });
+}
+
+#[test]
+fn one_million_wide_fan_out() {
+    on_small_stack(SMALL_STACK, || {
+        let (root, cancel) = Context::background().with_cancel();
+        let children: Vec<_> = (0..1_000_000).map(|_| root.with_cancel()).collect();
+        cancel.cancel();
+        assert!(
+            children
+                .iter()
+                .all(|(c, _)| c.err() == Some(Error::Canceled))
+        );
+        drop(children);
+        // and dropped while live
+        let (root, _cancel) = Context::background().with_cancel();
+        let children: Vec<_> = (0..1_000_000).map(|_| root.with_cancel()).collect();
+        drop(root);
+        drop(children);
+    });
+}
