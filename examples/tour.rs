@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use cancel_tree::{Cause, Context, Error};
+use cancel_tree::{Cause, Context, Error, ManualClock};
 
 fn main() {
     background_and_todo();
@@ -16,6 +16,9 @@ fn main() {
     with_value_carries_request_data();
     after_func_runs_on_cancel();
     causes_say_why();
+    with_deadline_bounds_work();
+    with_timeout_gives_up();
+    deterministic_time_with_manual_clock();
     println!("\ntour finished");
 }
 
@@ -114,4 +117,48 @@ fn causes_say_why() {
     cancel.cancel();
     assert_eq!(ctx.cause().unwrap(), Error::Canceled);
     println!("plain cancel(): cause = {}", ctx.cause().unwrap());
+}
+
+/// Go's ExampleWithDeadline: a deadline earlier than the work takes.
+fn with_deadline_bounds_work() {
+    println!("\n== with_deadline");
+    let root = Context::background();
+    let at = root.now() + Duration::from_millis(50);
+    let (ctx, _cancel) = root.with_deadline(at);
+    // "overslept" would take a second; the deadline ends the wait first.
+    match ctx.wait_timeout(Duration::from_secs(1)) {
+        None => println!("overslept"),
+        Some(e) => println!("{e}"),
+    }
+}
+
+/// Go's ExampleWithTimeout: pass a context with a 150 ms timeout to tell a
+/// blocking function to abandon its work after the timeout elapses.
+fn with_timeout_gives_up() {
+    println!("\n== with_timeout (150 ms)");
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    let err = ctx.wait(); // e.g. a worker checking ctx between steps
+    println!("{err} after {} ms", started.elapsed().as_millis());
+    let (ctx, _cancel) = Context::background()
+        .with_timeout_cause(Duration::from_millis(10), Cause::msg("backend too slow"));
+    ctx.wait();
+    println!(
+        "with cause: err={} cause={}",
+        ctx.err().unwrap(),
+        ctx.cause().unwrap()
+    );
+}
+
+/// Deadlines on a clock that only moves when told: deterministic tests.
+fn deterministic_time_with_manual_clock() {
+    println!("\n== ManualClock");
+    let clock = ManualClock::new();
+    let root = Context::background_with_clock(clock.clone());
+    let (rpc, _cancel) = root.with_timeout(Duration::from_secs(30));
+    let (slow_step, _c2) = rpc.with_timeout(Duration::from_secs(5));
+    clock.advance(Duration::from_secs(5));
+    println!("after 5 s: step={:?} rpc={:?}", slow_step.err(), rpc.err());
+    clock.advance(Duration::from_secs(25));
+    println!("after 30 s: rpc={:?}", rpc.err());
 }

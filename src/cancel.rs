@@ -223,6 +223,9 @@ impl Notifier {
                     }
                 }
             }
+            // A timeout that ended leaves its clock's queue now.
+            // SAFETY: the walk holds a reference on `current`.
+            unsafe { crate::deadline::dequeue_if_deadline(self.current) };
             let done = self.current;
             self.current = self.chain;
             if !self.chain.is_null() {

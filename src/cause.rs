@@ -5,11 +5,9 @@ use core::fmt;
 use crate::Error;
 
 #[cfg(feature = "alloc")]
-use crate::sync::{AtomicUsize, Ordering};
+use crate::arc::Arc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
-#[cfg(feature = "alloc")]
-use core::ptr::NonNull;
 
 /// Why a context ended: either one of the two [`Error`]s or any error value
 /// the canceller supplied (Go's `context.Cause`).
@@ -44,97 +42,14 @@ pub struct Cause(pub(crate) Repr);
 pub(crate) enum Repr {
     Kind(Error),
     #[cfg(feature = "alloc")]
-    Custom(Arc),
+    Custom(Arc<CustomCause>),
 }
 
-/// The shared allocation behind a custom cause: a reference count and the
-/// error. Sized, so a pointer to it is thin and fits in a node. (A hand-rolled
-/// `Arc`, because `alloc::sync::Arc` does not exist on targets without
-/// compare-and-swap, where our atomics come from portable-atomic.)
+/// The shared allocation behind a custom cause. Sized, so a pointer to it is
+/// thin and fits in a node.
 #[cfg(feature = "alloc")]
 pub(crate) struct CustomCause {
-    refs: AtomicUsize,
     pub(crate) error: Box<dyn core::error::Error + Send + Sync + 'static>,
-}
-
-/// A counted reference to a [`CustomCause`].
-#[cfg(feature = "alloc")]
-pub(crate) struct Arc(NonNull<CustomCause>);
-
-// SAFETY: the error is `Send + Sync` and the count is atomic.
-#[cfg(feature = "alloc")]
-unsafe impl Send for Arc {}
-// SAFETY: as above.
-#[cfg(feature = "alloc")]
-unsafe impl Sync for Arc {}
-
-#[cfg(feature = "alloc")]
-impl Arc {
-    fn new(error: Box<dyn core::error::Error + Send + Sync + 'static>) -> Arc {
-        let b = Box::new(CustomCause {
-            refs: AtomicUsize::new(1),
-            error,
-        });
-        // SAFETY: Box::into_raw is never null.
-        Arc(unsafe { NonNull::new_unchecked(Box::into_raw(b)) })
-    }
-
-    /// Gives up this reference as a raw pointer (for a node's cause cell).
-    pub(crate) fn into_raw(self) -> *const CustomCause {
-        let p = self.0.as_ptr().cast_const();
-        core::mem::forget(self);
-        p
-    }
-
-    /// Takes back a reference given up by `into_raw`.
-    ///
-    /// # Safety
-    /// `raw` came from `into_raw` and that reference is given back once.
-    pub(crate) unsafe fn from_raw(raw: *const CustomCause) -> Arc {
-        // SAFETY: non-null, from `into_raw` (caller).
-        Arc(unsafe { NonNull::new_unchecked(raw.cast_mut()) })
-    }
-
-    /// A new reference from a raw pointer whose reference someone else owns.
-    ///
-    /// # Safety
-    /// `raw` came from `into_raw` and its reference is still alive.
-    pub(crate) unsafe fn clone_raw(raw: *const CustomCause) -> Arc {
-        // SAFETY: alive (caller); `ManuallyDrop` leaves the owner's count.
-        let borrowed = core::mem::ManuallyDrop::new(unsafe { Arc::from_raw(raw) });
-        (*borrowed).clone()
-    }
-
-    fn ptr_eq(a: &Arc, b: &Arc) -> bool {
-        a.0 == b.0
-    }
-
-    fn get(&self) -> &CustomCause {
-        // SAFETY: we hold a reference, so the allocation is alive.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl Clone for Arc {
-    fn clone(&self) -> Arc {
-        self.get().refs.fetch_add(1, Ordering::Relaxed);
-        Arc(self.0)
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl Drop for Arc {
-    fn drop(&mut self) {
-        if self.get().refs.fetch_sub(1, Ordering::Release) == 1 {
-            #[cfg(not(loom))]
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-            #[cfg(loom)]
-            self.get().refs.load(Ordering::Acquire);
-            // SAFETY: last reference; made by `Box::into_raw` in `new`.
-            unsafe { drop(Box::from_raw(self.0.as_ptr())) }
-        }
-    }
 }
 
 /// A plain message used as a cause ([`Cause::msg`]).
@@ -170,7 +85,9 @@ impl Cause {
         if let Some(e) = any.downcast_ref::<Error>() {
             return Cause(Repr::Kind(*e));
         }
-        Cause(Repr::Custom(Arc::new(Box::new(error))))
+        Cause(Repr::Custom(Arc::new(CustomCause {
+            error: Box::new(error),
+        })))
     }
 
     /// A cause that is just a message (anything `Display`).
@@ -206,7 +123,7 @@ impl Cause {
         match &self.0 {
             Repr::Kind(e) => (e as &dyn core::any::Any).downcast_ref::<E>(),
             #[cfg(feature = "alloc")]
-            Repr::Custom(c) => c.get().error.downcast_ref::<E>(),
+            Repr::Custom(c) => c.error.downcast_ref::<E>(),
         }
     }
 
@@ -215,7 +132,7 @@ impl Cause {
         match &self.0 {
             Repr::Kind(e) => e,
             #[cfg(feature = "alloc")]
-            Repr::Custom(c) => &*c.get().error,
+            Repr::Custom(c) => &*c.error,
         }
     }
 
@@ -315,7 +232,7 @@ impl fmt::Debug for Cause {
         match &self.0 {
             Repr::Kind(e) => write!(f, "Cause({e:?})"),
             #[cfg(feature = "alloc")]
-            Repr::Custom(c) => write!(f, "Cause({:?})", &c.get().error),
+            Repr::Custom(c) => write!(f, "Cause({:?})", &c.error),
         }
     }
 }

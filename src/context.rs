@@ -6,13 +6,17 @@ use core::ptr;
 
 use alloc::boxed::Box;
 
+use core::time::Duration;
+
 use crate::after_func::{self, AfterFunc};
+use crate::clock::Clock;
+use crate::deadline;
 use crate::handle::CancelHandle;
 use crate::node::{self, BACKGROUND, Header, NodePtr, Scope, TODO};
 use crate::run::Run;
 use crate::state::{self, CANCELLED, REF_ONE, Word};
 use crate::waiters::{Done, DoneOwned};
-use crate::{Cause, Error};
+use crate::{Cause, Error, Instant};
 
 /// A handle to one node of a cancellation tree: Go's `context.Context`.
 ///
@@ -155,8 +159,100 @@ impl Context {
     /// When the context will end by itself: the nearest deadline of it or its
     /// ancestors (`None` if there is none, as for roots and
     /// `without_cancel`).
-    pub fn deadline(&self) -> Option<crate::Instant> {
-        None
+    pub fn deadline(&self) -> Option<Instant> {
+        // SAFETY: our scope is null or alive while we are.
+        unsafe { deadline::deadline_of(self.scope) }
+    }
+
+    /// A root whose tree uses `clock` for deadlines (a [`ManualClock`] in
+    /// tests, a runtime's timer, a hardware timer). Never cancelled, like
+    /// [`background`](Context::background).
+    ///
+    /// [`ManualClock`]: crate::ManualClock
+    pub fn background_with_clock(clock: impl Clock) -> Context {
+        deadline::new_clock_root(clock)
+    }
+
+    /// The current time on this tree's clock ([`StdClock`](crate::StdClock)
+    /// for trees under [`background`](Context::background) with `std`;
+    /// without `std` such trees have no clock and this is
+    /// [`Instant::ZERO`]).
+    pub fn now(&self) -> Instant {
+        // SAFETY: our node is alive; the clock outlives the tree.
+        unsafe { deadline::clock_of(self.node).map_or(Instant::ZERO, |c| (*c).now()) }
+    }
+
+    /// A child that ends with [`Error::DeadlineExceeded`] when the clock
+    /// reaches `at` (Go's `WithDeadline`), or earlier by its handle or its
+    /// parent.
+    ///
+    /// * If the parent's deadline is not later than `at`, the child is a
+    ///   plain cancellable child: it reports the parent's deadline and ends
+    ///   with the parent.
+    /// * If `at` is not in the future, the child is born `DeadlineExceeded`.
+    /// * Otherwise the clock's timer ends it at `at`, whether or not anyone
+    ///   polls or checks it.
+    ///
+    /// Without `std`, a tree under [`background`](Context::background) has
+    /// no clock: its deadlines are reported but never fire. Use
+    /// [`background_with_clock`](Context::background_with_clock).
+    ///
+    /// ```
+    /// use cancel_tree::{Context, Error, Instant, ManualClock};
+    /// let clock = ManualClock::new();
+    /// let root = Context::background_with_clock(clock.clone());
+    /// let (ctx, _cancel) = root.with_deadline(Instant::from_nanos(1_000));
+    /// assert_eq!(ctx.deadline(), Some(Instant::from_nanos(1_000)));
+    /// clock.set(Instant::from_nanos(1_000));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// ```
+    pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
+        deadline::with_deadline(self, at, Cause::from(Error::DeadlineExceeded))
+    }
+
+    /// [`with_deadline`](Context::with_deadline) at `now() + after`
+    /// (saturating: `Duration::MAX` is a deadline at [`Instant::MAX`]).
+    ///
+    /// ```
+    /// use cancel_tree::{Context, Error};
+    /// use std::time::Duration;
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
+    /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
+    /// ```
+    pub fn with_timeout(&self, after: Duration) -> (Context, CancelHandle) {
+        self.with_deadline(self.now().saturating_add(after))
+    }
+
+    /// [`with_deadline`](Context::with_deadline) whose [`cause`](Context::cause)
+    /// is `cause` when the deadline passes (Go's `WithDeadlineCause`). The
+    /// handle still cancels with `Canceled`.
+    pub fn with_deadline_cause(
+        &self,
+        at: Instant,
+        cause: impl Into<Cause>,
+    ) -> (Context, CancelHandle) {
+        deadline::with_deadline(self, at, cause.into())
+    }
+
+    /// [`with_timeout`](Context::with_timeout) with a cause (Go's
+    /// `WithTimeoutCause`).
+    ///
+    /// ```
+    /// use cancel_tree::{Cause, Context, Error, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let root = Context::background_with_clock(clock.clone());
+    /// let (ctx, _c) = root.with_timeout_cause(Duration::from_secs(1), Cause::msg("slow backend"));
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "slow backend");
+    /// ```
+    pub fn with_timeout_cause(
+        &self,
+        after: Duration,
+        cause: impl Into<Cause>,
+    ) -> (Context, CancelHandle) {
+        self.with_deadline_cause(self.now().saturating_add(after), cause)
     }
 
     /// The nearest ancestor's value of type `T` (including `self`'s).

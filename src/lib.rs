@@ -44,12 +44,18 @@ mod sync;
 
 #[cfg(feature = "alloc")]
 mod after_func;
+#[cfg(feature = "alloc")]
+mod arc;
 #[cfg(feature = "std")]
 mod blocking;
 #[cfg(feature = "alloc")]
 mod cancel;
 #[cfg(feature = "alloc")]
+mod clock;
+#[cfg(feature = "alloc")]
 mod context;
+#[cfg(feature = "alloc")]
+mod deadline;
 #[cfg(feature = "alloc")]
 mod handle;
 #[cfg(feature = "alloc")]
@@ -59,6 +65,8 @@ mod run;
 #[cfg(feature = "alloc")]
 mod state;
 #[cfg(feature = "alloc")]
+mod timer;
+#[cfg(feature = "alloc")]
 mod waiters;
 
 pub use cause::Cause;
@@ -67,12 +75,18 @@ pub use instant::Instant;
 
 #[cfg(feature = "alloc")]
 pub use after_func::AfterFunc;
+#[cfg(all(feature = "std", not(loom)))]
+pub use clock::StdClock;
+#[cfg(feature = "alloc")]
+pub use clock::{Clock, ManualClock};
 #[cfg(feature = "alloc")]
 pub use context::Context;
 #[cfg(feature = "alloc")]
 pub use handle::CancelHandle;
 #[cfg(feature = "alloc")]
 pub use run::Run;
+#[cfg(feature = "alloc")]
+pub use timer::Timers;
 #[cfg(feature = "alloc")]
 pub use waiters::{Done, DoneOwned};
 

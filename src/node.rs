@@ -16,7 +16,8 @@ use core::ptr;
 
 use alloc::boxed::Box;
 
-use crate::cause::{Arc, Cause, CustomCause, Repr};
+use crate::arc::Arc;
+use crate::cause::{Cause, CustomCause, Repr};
 use crate::state::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, LINKED, Word};
 use crate::sync::UnsafeCell;
 use crate::waiters::WaitLink;
@@ -61,7 +62,7 @@ pub(crate) struct Scope {
     /// `Arc::into_raw` of the custom cause when `CAUSE_CUSTOM` is set.
     /// Written once, under the lock, before `CANCELLED` is published; read
     /// only after seeing `CANCELLED` with `Acquire`.
-    pub(crate) cause: UnsafeCell<*const CustomCause>,
+    pub(crate) cause: UnsafeCell<*const ()>,
 }
 
 /// The fixed part of a `with_value` node; the value follows it.
@@ -120,7 +121,7 @@ impl Scope {
             let raw = self.cause.with(|c| unsafe { *c });
             // SAFETY: `raw` came from `Arc::into_raw` and the node still owns
             // that reference, so taking another one is sound.
-            return Cause(Repr::Custom(unsafe { Arc::clone_raw(raw) }));
+            return Cause(Repr::Custom(unsafe { Arc::<CustomCause>::clone_raw(raw) }));
         }
         let kind = if word & state::CAUSE_DEADLINE != 0 {
             crate::Error::DeadlineExceeded
@@ -282,8 +283,8 @@ unsafe fn free(node: NodePtr) {
         }
         state::KIND_DEADLINE => {
             // SAFETY: the kind says this is a deadline node.
-            let _ = node;
-            unreachable!("deadline nodes are not built yet")
+            // SAFETY: the kind says this is a deadline node.
+            unsafe { crate::deadline::free(node.cast()) }
         }
         state::KIND_VALUE => {
             let vh = node.cast::<ValueHeader>();
@@ -297,8 +298,8 @@ unsafe fn free(node: NodePtr) {
         }
         state::KIND_CLOCK_ROOT => {
             // SAFETY: the kind says this is a clock root.
-            let _ = node;
-            unreachable!("clock roots are not built yet")
+            // SAFETY: the kind says this is a clock root.
+            unsafe { crate::deadline::free_clock_root(node) }
         }
         _ => unreachable!("corrupt node kind"),
     }
@@ -330,7 +331,7 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
 }
 
 /// Gives up the node's count on its custom cause.
-fn drop_cause(scope: &Scope) {
+pub(crate) fn drop_cause(scope: &Scope) {
     #[cfg(feature = "alloc")]
     if scope.hdr.word.load() & CAUSE_CUSTOM != 0 {
         let raw = scope.cause.with(|c| {
@@ -339,7 +340,7 @@ fn drop_cause(scope: &Scope) {
         });
         // SAFETY: `raw` came from `Arc::into_raw` in `write_cause` and this
         // node owns that count.
-        unsafe { drop(Arc::from_raw(raw)) };
+        unsafe { drop(Arc::<CustomCause>::from_raw(raw)) };
     }
 }
 

@@ -98,6 +98,12 @@ impl Word {
         Word(AtomicUsize::new(initial))
     }
 
+    /// `new`, usable in statics (not under loom, whose atomics are not const).
+    #[cfg(not(loom))]
+    pub(crate) const fn new_const(initial: usize) -> Word {
+        Word(AtomicUsize::new(initial))
+    }
+
     #[inline(always)]
     pub(crate) fn load(&self) -> usize {
         self.0.load(Ordering::Acquire)

@@ -129,3 +129,35 @@ fn parent_does_not_grow_across_a_million_children() {
     assert_eq!(live(), base, "memory must be O(live nodes)");
     drop(grand_parent_child);
 }
+
+#[test]
+fn timeout_context_is_one_allocation() {
+    let clock = cancel_tree::ManualClock::new();
+    let root = Context::background_with_clock(clock.clone());
+    let (parent, _h) = root.with_cancel();
+    let (a0, b0) = (allocs(), live());
+    let (ctx, h) = parent.with_timeout(std::time::Duration::from_secs(30));
+    let (a1, b1) = (allocs(), live());
+    assert_eq!(a1 - a0, 1, "a timeout context is one allocation");
+    drop((ctx, h));
+    assert_eq!(live(), b0);
+    assert_eq!(clock.pending(), 0);
+    eprintln!("with_timeout child: {} bytes", b1 - b0);
+}
+
+#[test]
+fn timeouts_do_not_grow_memory() {
+    let clock = cancel_tree::ManualClock::new();
+    let root = Context::background_with_clock(clock.clone());
+    let _pending: Vec<_> = (0..1000)
+        .map(|i| root.with_timeout(std::time::Duration::from_secs(60 + i)))
+        .collect();
+    let base = live();
+    for _ in 0..100_000 {
+        let (c, h) = root.with_timeout(std::time::Duration::from_secs(30));
+        drop(h);
+        drop(c);
+    }
+    assert_eq!(live(), base);
+    assert_eq!(clock.pending(), 1000);
+}
