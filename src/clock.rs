@@ -4,6 +4,26 @@
 use core::fmt;
 use core::time::Duration;
 
+#[cfg(all(
+    not(loom),
+    any(feature = "tokio", feature = "async-io", feature = "embassy-time")
+))]
+mod driven;
+
+#[cfg(all(not(loom), feature = "async-io"))]
+mod async_io;
+#[cfg(all(not(loom), feature = "embassy-time"))]
+mod embassy;
+#[cfg(all(not(loom), feature = "tokio"))]
+mod tokio;
+
+#[cfg(all(not(loom), feature = "async-io"))]
+pub use async_io::AsyncIoClock;
+#[cfg(all(not(loom), feature = "embassy-time"))]
+pub use embassy::EmbassyClock;
+#[cfg(all(not(loom), feature = "tokio"))]
+pub use tokio::TokioClock;
+
 use crate::Instant;
 use crate::arc::Arc;
 use crate::state::Word;

@@ -75,8 +75,14 @@ pub use instant::Instant;
 
 #[cfg(feature = "alloc")]
 pub use after_func::AfterFunc;
+#[cfg(all(not(loom), feature = "async-io"))]
+pub use clock::AsyncIoClock;
+#[cfg(all(not(loom), feature = "embassy-time"))]
+pub use clock::EmbassyClock;
 #[cfg(all(feature = "std", not(loom)))]
 pub use clock::StdClock;
+#[cfg(all(not(loom), feature = "tokio"))]
+pub use clock::TokioClock;
 #[cfg(feature = "alloc")]
 pub use clock::{Clock, ManualClock};
 #[cfg(feature = "alloc")]
