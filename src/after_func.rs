@@ -65,9 +65,9 @@ unsafe fn free_node<F>(h: *const Header) {
 unsafe fn release_node(h: *const Header) {
     // SAFETY: the caller's count keeps it alive.
     if unsafe { (*h).refs.fetch_sub(1, Ordering::Release) } == 1 {
-        #[cfg(not(loom))]
+        #[cfg(not(cancel_tree_loom))]
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        #[cfg(loom)]
+        #[cfg(cancel_tree_loom)]
         // SAFETY: as above.
         unsafe {
             (*h).refs.load(Ordering::Acquire)

@@ -101,9 +101,9 @@ impl<T> Drop for Arc<T> {
             return;
         }
         // Pairs with the Release decrements of the other owners.
-        #[cfg(not(loom))]
+        #[cfg(not(cancel_tree_loom))]
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        #[cfg(loom)]
+        #[cfg(cancel_tree_loom)]
         self.inner().refs.load(Ordering::Acquire);
         // SAFETY: last reference; made by `Box::into_raw` in `new`.
         unsafe { drop(Box::from_raw(self.ptr.as_ptr())) }

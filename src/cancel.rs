@@ -173,14 +173,14 @@ unsafe fn leave_parent(s: *const Scope) {
 
 /// Waits (std) until no walk is flagging below `scope`.
 fn wait_walk(scope: &Scope) {
-    #[cfg(any(feature = "std", loom))]
+    #[cfg(any(feature = "std", cancel_tree_loom))]
     {
         let mut spins = 0;
         while scope.hdr.word.load() & WALKING != 0 {
             crate::sync::backoff(&mut spins);
         }
     }
-    #[cfg(not(any(feature = "std", loom)))]
+    #[cfg(not(any(feature = "std", cancel_tree_loom)))]
     let _ = scope;
 }
 

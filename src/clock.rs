@@ -5,23 +5,23 @@ use core::fmt;
 use core::time::Duration;
 
 #[cfg(all(
-    not(loom),
+    not(cancel_tree_loom),
     any(feature = "tokio", feature = "async-io", feature = "embassy-time")
 ))]
 mod driven;
 
-#[cfg(all(not(loom), feature = "async-io"))]
+#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
 mod async_io;
-#[cfg(all(not(loom), feature = "embassy-time"))]
+#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 mod embassy;
-#[cfg(all(not(loom), feature = "tokio"))]
+#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
 mod tokio;
 
-#[cfg(all(not(loom), feature = "async-io"))]
+#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
 pub use async_io::AsyncIoClock;
-#[cfg(all(not(loom), feature = "embassy-time"))]
+#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 pub use embassy::EmbassyClock;
-#[cfg(all(not(loom), feature = "tokio"))]
+#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
 pub use tokio::TokioClock;
 
 use crate::Instant;
@@ -234,10 +234,10 @@ impl fmt::Debug for ManualClock {
     }
 }
 
-#[cfg(all(feature = "std", not(loom)))]
+#[cfg(all(feature = "std", not(cancel_tree_loom)))]
 pub use std_clock::StdClock;
 
-#[cfg(all(feature = "std", not(loom)))]
+#[cfg(all(feature = "std", not(cancel_tree_loom)))]
 pub(crate) mod std_clock {
     use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
     use std::time::Duration;

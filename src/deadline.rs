@@ -108,11 +108,11 @@ pub(crate) unsafe fn clock_of(mut node: NodePtr) -> Option<*const dyn Clock> {
 }
 
 fn default_clock() -> Option<*const dyn Clock> {
-    #[cfg(all(feature = "std", not(loom)))]
+    #[cfg(all(feature = "std", not(cancel_tree_loom)))]
     {
         Some(&crate::clock::std_clock::STD_CLOCK as &dyn Clock as *const dyn Clock)
     }
-    #[cfg(not(all(feature = "std", not(loom))))]
+    #[cfg(not(all(feature = "std", not(cancel_tree_loom))))]
     {
         None
     }

@@ -75,13 +75,13 @@ pub use instant::Instant;
 
 #[cfg(feature = "alloc")]
 pub use after_func::AfterFunc;
-#[cfg(all(not(loom), feature = "async-io"))]
+#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
 pub use clock::AsyncIoClock;
-#[cfg(all(not(loom), feature = "embassy-time"))]
+#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 pub use clock::EmbassyClock;
-#[cfg(all(feature = "std", not(loom)))]
+#[cfg(all(feature = "std", not(cancel_tree_loom)))]
 pub use clock::StdClock;
-#[cfg(all(not(loom), feature = "tokio"))]
+#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
 pub use clock::TokioClock;
 #[cfg(feature = "alloc")]
 pub use clock::{Clock, ManualClock};

@@ -99,7 +99,7 @@ impl Word {
     }
 
     /// `new`, usable in statics (not under loom, whose atomics are not const).
-    #[cfg(not(loom))]
+    #[cfg(not(cancel_tree_loom))]
     pub(crate) const fn new_const(initial: usize) -> Word {
         Word(AtomicUsize::new(initial))
     }
@@ -154,9 +154,9 @@ impl Word {
         }
         // Pairs with the Release above in every other releaser, so that all
         // their uses of the node happen before the free.
-        #[cfg(loom)]
+        #[cfg(cancel_tree_loom)]
         self.0.load(Ordering::Acquire);
-        #[cfg(not(loom))]
+        #[cfg(not(cancel_tree_loom))]
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         true
     }

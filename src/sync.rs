@@ -1,6 +1,6 @@
 //! The one place that decides which atomics and cells the crate uses.
 //!
-//! * `cfg(loom)`: loom's model-checked atomics and cells (see `tests/loom.rs`).
+//! * `cfg(cancel_tree_loom)`: loom's model-checked atomics and cells (see `tests/loom.rs`).
 //! * feature `portable-atomic`: portable-atomic's types, which fall back to
 //!   critical sections on targets without compare-and-swap (thumbv6m,
 //!   riscv32imc).
@@ -10,24 +10,24 @@
 //! same code runs under loom and in production.
 #![cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 
-#[cfg(loom)]
+#[cfg(cancel_tree_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-#[cfg(all(not(loom), feature = "portable-atomic"))]
+#[cfg(all(not(cancel_tree_loom), feature = "portable-atomic"))]
 pub(crate) use portable_atomic::{AtomicU8, AtomicUsize, Ordering};
 
-#[cfg(all(not(loom), not(feature = "portable-atomic")))]
+#[cfg(all(not(cancel_tree_loom), not(feature = "portable-atomic")))]
 pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-#[cfg(loom)]
+#[cfg(cancel_tree_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
 /// `core::cell::UnsafeCell` with loom's `with` / `with_mut` API.
-#[cfg(not(loom))]
+#[cfg(not(cancel_tree_loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(cancel_tree_loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(core::cell::UnsafeCell::new(value))
@@ -48,15 +48,15 @@ impl<T> UnsafeCell<T> {
 
 /// One step of a bounded spin: a CPU hint, and after a while a yield to the
 /// OS scheduler (std) or to loom's scheduler.
-#[cfg(any(feature = "std", loom))]
+#[cfg(any(feature = "std", cancel_tree_loom))]
 #[inline]
 pub(crate) fn backoff(spins: &mut u32) {
-    #[cfg(loom)]
+    #[cfg(cancel_tree_loom)]
     {
         let _ = spins;
         loom::thread::yield_now();
     }
-    #[cfg(not(loom))]
+    #[cfg(not(cancel_tree_loom))]
     {
         *spins = spins.saturating_add(1);
         if *spins < 64 {

@@ -111,7 +111,7 @@ impl fmt::Debug for Timers {
 
 impl Timers {
     /// An empty queue.
-    #[cfg(not(loom))]
+    #[cfg(not(cancel_tree_loom))]
     pub const fn new() -> Timers {
         Timers {
             lock: Word::new_const(0),
@@ -122,7 +122,7 @@ impl Timers {
     }
 
     /// An empty queue.
-    #[cfg(loom)]
+    #[cfg(cancel_tree_loom)]
     pub fn new() -> Timers {
         Timers {
             lock: Word::new(0),

@@ -180,7 +180,9 @@ impl Waiter {
         }
         // SAFETY: the scope is alive while `ctx` is.
         let scope = unsafe { &*scope };
-        let link: *const WaitLink = &self.link;
+        // Derived from the whole waiter (not just its link field): the
+        // canceller casts it back to reach the waker.
+        let link: *const WaitLink = (&*self as *const Waiter).cast();
         let guard = scope.hdr.word.lock();
         if let Some(e) = state::err_of(guard.load()) {
             // Cancelled: a canceller may still hold our (popped or not yet
@@ -233,7 +235,7 @@ impl Waiter {
         // SAFETY: lock held.
         let waker = unsafe {
             if self.link.status() == LINKED {
-                scope.unlink_waiter(&self.link, IDLE);
+                scope.unlink_waiter((self as *const Waiter).cast(), IDLE);
             }
             self.waker.with_mut(|w| (*w).take())
         };

@@ -13,6 +13,7 @@ const SMALL_STACK: usize = 256 * 1024;
 struct Top(u32);
 
 #[test]
+#[cfg_attr(miri, ignore = "10M / 1M nodes: native only")]
 fn ten_million_deep_chain() {
     on_small_stack(SMALL_STACK, || {
         let (root, cancel) = Context::background().with_value(Top(1)).with_cancel();
@@ -32,6 +33,7 @@ fn ten_million_deep_chain() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "10M / 1M nodes: native only")]
 fn ten_million_deep_chain_dropped_live() {
     on_small_stack(SMALL_STACK, || {
         let mut leaf = Context::background().with_value(Top(2));
@@ -45,6 +47,7 @@ fn ten_million_deep_chain_dropped_live() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "10M / 1M nodes: native only")]
 fn one_million_wide_fan_out() {
     on_small_stack(SMALL_STACK, || {
         let (root, cancel) = Context::background().with_cancel();

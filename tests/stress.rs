@@ -12,16 +12,16 @@ use std::thread;
 use cancel_tree::{Context, Error};
 use common::*;
 
-const ROUNDS: usize = 200;
+const ROUNDS: usize = scaled(200);
 
 #[test]
 fn simultaneous_cancels() {
     // Many contexts cancelled at once from many threads; every waiter wakes.
-    for _ in 0..20 {
+    for _ in 0..scaled(20) {
         let (root, cancel) = Context::background().with_cancel();
         let mut handles = Vec::new();
         let mut ctxs = Vec::new();
-        for _ in 0..64 {
+        for _ in 0..scaled(64) {
             let (c, h) = root.with_cancel();
             ctxs.push(c);
             handles.push(h);
@@ -83,7 +83,7 @@ fn when_cancel_returns_every_descendant_is_cancelled_even_racing_a_child_cancel(
         let mut leaves = Vec::new();
         let mut hs = Vec::new();
         let mut cur = child.clone();
-        for _ in 0..200 {
+        for _ in 0..scaled(200) {
             let (c, h) = cur.with_cancel();
             leaves.push(c.clone());
             hs.push(h);
@@ -181,7 +181,7 @@ fn err_implies_cause_and_done() {
 fn no_lost_wakeups_between_register_and_cancel() {
     // A waiter registers while another thread cancels: it is woken exactly
     // once, or sees the cancellation on its poll.
-    for _ in 0..2000 {
+    for _ in 0..scaled(2000) {
         let (ctx, cancel) = Context::background().with_cancel();
         let (c, waker) = counting_waker();
         let t = thread::spawn(move || cancel.cancel());
@@ -198,7 +198,7 @@ fn no_lost_wakeups_between_register_and_cancel() {
 
 #[test]
 fn repoll_with_new_waker_races_cancel() {
-    for _ in 0..1000 {
+    for _ in 0..scaled(1000) {
         let (ctx, cancel) = Context::background().with_cancel();
         let (c1, w1) = counting_waker();
         let (c2, w2) = counting_waker();
@@ -216,7 +216,7 @@ fn repoll_with_new_waker_races_cancel() {
 
 #[test]
 fn drop_done_while_cancelling() {
-    for _ in 0..1000 {
+    for _ in 0..scaled(1000) {
         let (ctx, cancel) = Context::background().with_cancel();
         let (_, w) = counting_waker();
         let mut ds: Vec<_> = (0..8).map(|_| Box::pin(ctx.done())).collect();
@@ -231,7 +231,7 @@ fn drop_done_while_cancelling() {
 
 #[test]
 fn derive_and_drop_children_while_parent_cancels() {
-    for _ in 0..100 {
+    for _ in 0..scaled(100) {
         let (root, cancel) = Context::background().with_cancel();
         let stop = Arc::new(AtomicBool::new(false));
         let born_live_after = Arc::new(AtomicUsize::new(0));
@@ -269,7 +269,7 @@ fn derive_and_drop_children_while_parent_cancels() {
 
 #[test]
 fn after_func_stop_races_cancel_exactly_one_outcome() {
-    for _ in 0..2000 {
+    for _ in 0..scaled(2000) {
         let (ctx, cancel) = Context::background().with_cancel();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
@@ -291,7 +291,7 @@ fn clones_dropped_on_many_threads() {
         .map(|_| {
             let c = ctx.clone();
             thread::spawn(move || {
-                for _ in 0..10_000 {
+                for _ in 0..scaled(10_000) {
                     let x = c.clone();
                     assert_eq!(x.value::<u64>(), Some(&5));
                     drop(x);

@@ -1,0 +1,251 @@
+//! Loom models of every race that matters (run: `RUSTFLAGS="--cfg cancel_tree_loom"
+//! LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom`).
+//!
+//! Each model explores all interleavings (up to the preemption bound) of a
+//! small scenario and asserts the invariant `docs/design.md` names for it.
+#![cfg(cancel_tree_loom)]
+
+use std::sync::Arc as StdArc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::Duration;
+
+use cancel_tree::{Context, Error, ManualClock};
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+/// A waker that counts wakes in a loom atomic.
+struct Count(AtomicUsize);
+impl Wake for Count {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &StdArc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+fn waker() -> (StdArc<Count>, Waker) {
+    let c = StdArc::new(Count(AtomicUsize::new(0)));
+    (c.clone(), Waker::from(c))
+}
+fn wakes(c: &Count) -> usize {
+    c.0.load(Ordering::SeqCst)
+}
+
+#[derive(Debug)]
+struct Tag(u8);
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tag {}", self.0)
+    }
+}
+impl std::error::Error for Tag {}
+
+fn tag_of(ctx: &Context) -> Option<u8> {
+    ctx.cause()
+        .and_then(|c| c.downcast_ref::<Tag>().map(|t| t.0))
+}
+
+/// Invariant W1 (no lost wake-up): a `Done` that returned Pending is woken
+/// exactly once by a concurrent cancel; one that saw the flag is Ready.
+#[test]
+fn cancel_vs_done_registration() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let t = thread::spawn(move || cancel.cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        match first {
+            Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
+            Poll::Ready(e) => {
+                assert_eq!(e, Error::Canceled);
+                assert_eq!(wakes(&c), 0);
+            }
+        }
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_ready()
+        );
+    });
+}
+
+/// Invariant W2: re-polling with a new waker while a cancel runs wakes the
+/// latest waker (or returns Ready), never only the stale one.
+#[test]
+fn repoll_new_waker_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c1, w1) = waker();
+        let (c2, w2) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w1))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        t.join().unwrap();
+        if second.is_pending() {
+            assert_eq!(wakes(&c2), 1, "the latest waker must be woken");
+            assert_eq!(wakes(&c1), 0);
+        } else {
+            assert!(wakes(&c1) + wakes(&c2) <= 1);
+        }
+    });
+}
+
+/// Invariant W3 (no use after free): a `Done` dropped while a cancel walks
+/// the waiter list.
+#[test]
+fn drop_done_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (_c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        drop(done);
+        t.join().unwrap();
+        assert!(ctx.is_cancelled());
+    });
+}
+
+/// Invariant T1: a child derived while its parent is being cancelled ends
+/// cancelled with the parent's cause (linked before the flag, or born
+/// cancelled after it).
+#[test]
+fn cancel_vs_derive_child() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let t = thread::spawn(move || cancel.cancel_with(Tag(7)));
+        let (child, _h) = parent.with_cancel();
+        t.join().unwrap();
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(tag_of(&child), Some(7));
+    });
+}
+
+/// Invariant T2 (unlink vs walk): a child dropping itself while its parent's
+/// cancel walks the child list; no use after free, no leak, siblings reached.
+#[test]
+fn cancel_vs_child_drop() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (a, ha) = parent.with_cancel();
+        let (b, _hb) = parent.with_cancel();
+        ha.detach();
+        let t = thread::spawn(move || drop(a));
+        cancel.cancel();
+        t.join().unwrap();
+        assert!(b.is_cancelled());
+    });
+}
+
+/// Invariant C1: two concurrent cancels with different causes: one cause
+/// wins, and parent and child agree on it.
+#[test]
+fn two_cancels_one_cause_everywhere() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _h) = parent.with_cancel();
+        let cancel = Arc::new(cancel);
+        let c2 = cancel.clone();
+        let t = thread::spawn(move || c2.cancel_with(Tag(1)));
+        cancel.cancel_with(Tag(2));
+        // Our cancel returned: the child reports cancelled (we won, or we
+        // waited for the winner's walk).
+        assert!(child.is_cancelled());
+        t.join().unwrap();
+        let p = tag_of(&parent).unwrap();
+        assert_eq!(tag_of(&child), Some(p));
+    });
+}
+
+/// Invariant C2: when a cancel of the parent returns, a grandchild whose
+/// own subtree cancel is racing is already cancelled.
+#[test]
+fn parent_cancel_vs_child_cancel_completeness() {
+    loom::model(|| {
+        let (parent, pcancel) = Context::background().with_cancel();
+        let (child, ccancel) = parent.with_cancel();
+        let (grand, _hg) = child.with_cancel();
+        let g2 = grand.clone();
+        let t = thread::spawn(move || {
+            ccancel.cancel_with(Tag(3));
+            assert!(g2.is_cancelled());
+        });
+        pcancel.cancel_with(Tag(4));
+        assert!(
+            grand.is_cancelled(),
+            "parent's cancel returned before the subtree was flagged"
+        );
+        t.join().unwrap();
+        assert_eq!(tag_of(&grand), tag_of(&child));
+    });
+}
+
+/// Invariant A1: `after_func` stop() vs cancel: exactly one of "ran" and
+/// "stopped".
+#[test]
+fn after_func_stop_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let af = ctx.after_func(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let t = thread::spawn(move || cancel.cancel());
+        let stopped = af.stop();
+        t.join().unwrap();
+        assert_eq!(usize::from(stopped) + ran.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Invariant D1: a deadline firing vs a cancel: one ending wins, err and
+/// cause agree, and the timer leaves the queue.
+#[test]
+fn deadline_fire_vs_cancel() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (ctx, cancel) = root.with_timeout(Duration::from_nanos(10));
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.advance(Duration::from_nanos(10)));
+        cancel.cancel_with(Tag(9));
+        t.join().unwrap();
+        match ctx.err() {
+            Some(Error::Canceled) => assert_eq!(tag_of(&ctx), Some(9)),
+            Some(Error::DeadlineExceeded) => {
+                assert_eq!(ctx.cause().unwrap(), Error::DeadlineExceeded)
+            }
+            None => panic!("not ended"),
+        }
+        assert_eq!(clock.pending(), 0);
+    });
+}
+
+/// Invariant D2: a timeout dropped (all handles gone) while the clock fires
+/// it: no use after free, queue empty afterwards.
+#[test]
+fn deadline_fire_vs_drop() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (ctx, h) = root.with_timeout(Duration::from_nanos(10));
+        h.detach();
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.advance(Duration::from_nanos(10)));
+        drop(ctx);
+        t.join().unwrap();
+        assert_eq!(clock.pending(), 0);
+    });
+}
