@@ -51,6 +51,15 @@ impl CancelHandle {
         unsafe { cancel::cancel(self.scope, Error::Canceled, &cause) };
     }
 
+    /// A second handle on the same scope (crate-internal: users get exactly
+    /// one handle per scope).
+    #[cfg_attr(not(feature = "tokio-util"), allow(dead_code))]
+    pub(crate) fn duplicate(&self) -> CancelHandle {
+        // SAFETY: the handle holds a reference, so taking another is fine.
+        unsafe { node::acquire(self.scope.cast()) };
+        CancelHandle { scope: self.scope }
+    }
+
     /// A context for the scope this handle cancels.
     pub fn context(&self) -> Context {
         // SAFETY: the handle holds a reference, so taking another is fine.

@@ -57,7 +57,13 @@ mod context;
 #[cfg(feature = "alloc")]
 mod deadline;
 #[cfg(feature = "alloc")]
+mod ext;
+#[cfg(feature = "http")]
+pub mod grpc;
+#[cfg(feature = "alloc")]
 mod handle;
+#[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
+mod interop;
 #[cfg(feature = "alloc")]
 mod node;
 #[cfg(feature = "alloc")]
@@ -88,7 +94,11 @@ pub use clock::{Clock, ManualClock};
 #[cfg(feature = "alloc")]
 pub use context::Context;
 #[cfg(feature = "alloc")]
+pub use ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
+#[cfg(feature = "alloc")]
 pub use handle::CancelHandle;
+#[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
+pub use interop::TokenCancelled;
 #[cfg(feature = "alloc")]
 pub use run::Run;
 #[cfg(feature = "alloc")]
