@@ -100,10 +100,8 @@ impl<T> Drop for Arc<T> {
         if self.inner().refs.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }
-        // Pairs with the Release decrements of the other owners.
-        #[cfg(not(cancel_tree_loom))]
-        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        #[cfg(cancel_tree_loom)]
+        // Pairs with the Release decrements of the other owners (a load, not
+        // a fence: ThreadSanitizer does not model fences).
         self.inner().refs.load(Ordering::Acquire);
         // SAFETY: last reference; made by `Box::into_raw` in `new`.
         unsafe { drop(Box::from_raw(self.ptr.as_ptr())) }

@@ -144,7 +144,7 @@ impl Word {
     }
 
     /// Drops a reference. Returns `true` if it was the last one and the
-    /// caller must free the node (with an `Acquire` fence already issued).
+    /// caller must free the node (with the `Acquire` synchronisation done).
     #[inline]
     #[must_use]
     pub(crate) fn release_ref(&self) -> bool {
@@ -153,11 +153,10 @@ impl Word {
             return false;
         }
         // Pairs with the Release above in every other releaser, so that all
-        // their uses of the node happen before the free.
-        #[cfg(cancel_tree_loom)]
+        // their uses of the node happen before the free. (An Acquire load of
+        // the final value rather than a fence: same guarantee through the
+        // release sequence, and ThreadSanitizer understands it.)
         self.0.load(Ordering::Acquire);
-        #[cfg(not(cancel_tree_loom))]
-        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         true
     }
 
