@@ -48,6 +48,20 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
         return false;
     }
     scope.write_cause(cause);
+    // Fast path: a plain scope with no children and no waiters is the whole
+    // subtree; ending it is the flag, nothing else (no walk, no WALKING, no
+    // references). It stays in its parent's list until freed (a parent walk
+    // that pops it sees it ended and moves on).
+    if state::kind(guard.load()) == state::KIND_CANCEL {
+        // SAFETY: both heads are guarded by the lock we hold.
+        let leaf = unsafe {
+            scope.children.with(|c| (*c).is_null()) && scope.waiters.with(|w| (*w).is_null())
+        };
+        if leaf {
+            guard.unlock_with(bits);
+            return true;
+        }
+    }
     guard.unlock_with(bits | WALKING);
     // The walk's own reference, released at the end of phase 2.
     scope.hdr.word.acquire_ref();

@@ -137,13 +137,15 @@ impl Scope {
     pub(crate) fn inherit_end(&self, from: &Scope, from_word: usize) {
         let cause = from.read_cause(from_word);
         self.write_cause(&cause);
-        self.hdr.word.set(from_word & END_BITS);
+        self.hdr.word.set_unshared(from_word & END_BITS);
     }
 
     /// Links `child` at the front of this scope's child list.
     ///
     /// # Safety
-    /// The caller holds this scope's lock; `child` is alive and in no list.
+    /// The caller holds this scope's lock; `child` is alive, in no list, and
+    /// not yet visible to any other thread (its `LINKED` is set with a plain
+    /// store).
     pub(crate) unsafe fn link_child(&self, child: *const Scope) {
         // SAFETY: all four cells are guarded by this scope's lock, which the
         // caller holds; `child` and the old head are alive (listed nodes
@@ -156,7 +158,7 @@ impl Scope {
                 (*head).prev.with_mut(|p| *p = child);
             }
             self.children.with_mut(|h| *h = child);
-            (*child).hdr.word.set(LINKED);
+            (*child).hdr.word.set_unshared(LINKED);
         }
     }
 
@@ -165,6 +167,19 @@ impl Scope {
     /// # Safety
     /// The caller holds this scope's lock and `child` is in this list.
     pub(crate) unsafe fn unlink_child(&self, child: *const Scope) {
+        // SAFETY: (caller).
+        unsafe {
+            self.unlink_child_links(child);
+            (*child).hdr.word.clear(LINKED);
+        }
+    }
+
+    /// Removes `child` from the list without touching its word (for a child
+    /// that is being freed: nobody reads its `LINKED` again).
+    ///
+    /// # Safety
+    /// As for `unlink_child`.
+    pub(crate) unsafe fn unlink_child_links(&self, child: *const Scope) {
         // SAFETY: as in `link_child`: the lock guards every cell touched, and
         // listed neighbours are alive.
         unsafe {
@@ -178,7 +193,6 @@ impl Scope {
             if !next.is_null() {
                 (*next).prev.with_mut(|p| *p = prev);
             }
-            (*child).hdr.word.clear(LINKED);
         }
     }
 
@@ -324,7 +338,7 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
     // SAFETY: under the parent's lock, LINKED tells whether we are listed.
     unsafe {
         if (*scope).hdr.word.load() & LINKED != 0 {
-            (*parent_scope).unlink_child(scope);
+            (*parent_scope).unlink_child_links(scope);
         }
     }
     drop(guard);

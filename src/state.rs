@@ -160,10 +160,11 @@ impl Word {
         true
     }
 
-    /// Sets bits (with `Release`), outside or inside the lock.
+    /// Sets bits on a node no other thread can see yet (no RMW needed).
     #[inline]
-    pub(crate) fn set(&self, bits: usize) -> usize {
-        self.0.fetch_or(bits, Ordering::AcqRel)
+    pub(crate) fn set_unshared(&self, bits: usize) {
+        let cur = self.0.load(Ordering::Relaxed);
+        self.0.store(cur | bits, Ordering::Relaxed);
     }
 
     /// Clears bits (with `Release`).
@@ -220,9 +221,23 @@ impl Guard<'_> {
     /// Sets `bits` with `Release` (everything written under the lock so far
     /// is visible to whoever sees them), then releases the lock.
     #[inline]
+    ///
+    /// `bits` must be among `END_BITS | WALKING` and not yet set: those bits
+    /// only change under this lock, so with `std` one `fetch_xor` both sets
+    /// them and clears `LOCKED`.
     pub(crate) fn unlock_with(self, bits: usize) {
-        self.word.0.fetch_or(bits, Ordering::Release);
-        drop(self);
+        debug_assert_eq!(bits & !(END_BITS | WALKING), 0);
+        debug_assert_eq!(self.word.0.load(Ordering::Relaxed) & bits, 0);
+        #[cfg(feature = "std")]
+        {
+            self.word.0.fetch_xor(bits | LOCKED, Ordering::Release);
+            core::mem::forget(self);
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            self.word.0.fetch_or(bits, Ordering::Release);
+            drop(self);
+        }
     }
 }
 
