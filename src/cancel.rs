@@ -230,11 +230,15 @@ impl Notifier {
                             self.panics.call(move || w.wake());
                         }
                     }
+                    #[cfg(feature = "alloc")]
                     _ => {
                         drop(guard);
                         // SAFETY: an after_func link we popped (claimed).
                         unsafe { crate::after_func::fire(link, &mut self.panics) };
                     }
+                    // Without `alloc` there are no after_func registrations.
+                    #[cfg(not(feature = "alloc"))]
+                    _ => drop(guard),
                 }
             }
             // A timeout that ended leaves its clock's queue now.

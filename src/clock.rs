@@ -1,7 +1,9 @@
 //! Clocks: the [`Clock`] trait, the deterministic [`ManualClock`], and the
 //! std default [`StdClock`].
 
+#[cfg(feature = "alloc")]
 use core::fmt;
+#[cfg(feature = "alloc")]
 use core::time::Duration;
 
 #[cfg(all(
@@ -25,8 +27,11 @@ pub use embassy::EmbassyClock;
 pub use tokio::TokioClock;
 
 use crate::Instant;
+#[cfg(feature = "alloc")]
 use crate::arc::Arc;
+#[cfg(feature = "alloc")]
 use crate::state::Word;
+#[cfg(feature = "alloc")]
 use crate::sync::UnsafeCell;
 use crate::timer::Timers;
 
@@ -140,9 +145,11 @@ impl<C: Clock> Clock for &'static C {
 /// clock.advance(Duration::from_secs(1));
 /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
 /// ```
+#[cfg(feature = "alloc")]
 #[derive(Clone)]
 pub struct ManualClock(Arc<ManualInner>);
 
+#[cfg(feature = "alloc")]
 struct ManualInner {
     lock: Word,
     nanos: UnsafeCell<u64>,
@@ -150,10 +157,13 @@ struct ManualInner {
 }
 
 // SAFETY: `nanos` is only touched under `lock`.
+#[cfg(feature = "alloc")]
 unsafe impl Send for ManualInner {}
 // SAFETY: as above.
+#[cfg(feature = "alloc")]
 unsafe impl Sync for ManualInner {}
 
+#[cfg(feature = "alloc")]
 impl ManualClock {
     /// A clock at [`Instant::ZERO`].
     pub fn new() -> ManualClock {
@@ -207,12 +217,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl Default for ManualClock {
     fn default() -> ManualClock {
         ManualClock::new()
     }
 }
 
+#[cfg(feature = "alloc")]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         ManualClock::now(self)
@@ -225,6 +237,7 @@ impl Clock for ManualClock {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManualClock")

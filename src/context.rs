@@ -371,7 +371,8 @@ impl Context {
     /// A future that resolves to [`err`](Context::err) once the context is
     /// cancelled. Never allocates; see [`Done`].
     pub fn done(&self) -> Done<'_> {
-        Done::new(self)
+        // SAFETY: our scope lives as long as we do.
+        unsafe { Done::new(self.scope) }
     }
 
     /// Like [`done`](Context::done), but `'static` (holds a clone).

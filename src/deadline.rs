@@ -8,14 +8,20 @@
 //! in the future (otherwise it is born `DeadlineExceeded`). It leaves the
 //! queue as soon as it ends (cancel, parent cancel, or firing) or is freed.
 
+#[cfg(feature = "alloc")]
 use alloc::boxed::Box;
+#[cfg(feature = "alloc")]
 use core::ptr;
 
 use crate::clock::Clock;
+#[cfg(feature = "alloc")]
 use crate::context::Context;
+#[cfg(feature = "alloc")]
 use crate::handle::CancelHandle;
 use crate::node::{self, Header, NodePtr, Scope};
-use crate::state::{self, REF_ONE, Word};
+use crate::state;
+#[cfg(feature = "alloc")]
+use crate::state::{REF_ONE, Word};
 use crate::sync::UnsafeCell;
 use crate::timer::TimerNode;
 use crate::{Cause, Error, Instant};
@@ -25,13 +31,13 @@ pub(crate) struct DeadlineScope {
     pub(crate) scope: Scope,
     pub(crate) timer: TimerNode,
     /// The tree's clock; alive as long as the tree's root, which this node
-    /// keeps alive through its parent chain.
-    clock: *const dyn Clock,
+    /// keeps alive through its parent chain. Null data pointer: no clock.
+    pub(crate) clock: *const dyn Clock,
     /// The cause when the deadline passes.
-    cause: Cause,
+    pub(crate) cause: Cause,
     /// Set (before the node is shared through the queue) if it was ever
     /// queued; immutable after.
-    ever_queued: UnsafeCell<bool>,
+    pub(crate) ever_queued: UnsafeCell<bool>,
 }
 
 /// The fixed part of a clock root; the clock follows it.
@@ -42,6 +48,7 @@ pub(crate) struct ClockRootHeader {
     free: unsafe fn(*const ClockRootHeader),
 }
 
+#[cfg(feature = "alloc")]
 #[repr(C)]
 struct ClockRoot<C> {
     head: ClockRootHeader,
@@ -49,6 +56,7 @@ struct ClockRoot<C> {
 }
 
 /// A root whose subtree uses `clock`.
+#[cfg(feature = "alloc")]
 pub(crate) fn new_clock_root<C: Clock>(clock: C) -> Context {
     unsafe fn free<C>(h: *const ClockRootHeader) {
         // SAFETY: made by `Box::new(ClockRoot<C>)` below; no references left.
@@ -79,6 +87,7 @@ pub(crate) fn new_clock_root<C: Clock>(clock: C) -> Context {
 ///
 /// # Safety
 /// `node` is a clock root with no references left.
+#[cfg(feature = "alloc")]
 pub(crate) unsafe fn free_clock_root(node: NodePtr) {
     let h = node.cast::<ClockRootHeader>();
     // SAFETY: (caller).
@@ -136,6 +145,7 @@ pub(crate) unsafe fn deadline_of(mut scope: *const Scope) -> Option<Instant> {
 }
 
 /// `with_deadline_cause`.
+#[cfg(feature = "alloc")]
 pub(crate) fn with_deadline(
     parent: &Context,
     at: Instant,
@@ -248,6 +258,7 @@ pub(crate) unsafe fn dequeue(ds: *const DeadlineScope) {
 ///
 /// # Safety
 /// No references remain on `ds`.
+#[cfg(feature = "alloc")]
 pub(crate) unsafe fn free(ds: *const DeadlineScope) {
     // SAFETY: (caller) last reference.
     unsafe {

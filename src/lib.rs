@@ -48,13 +48,16 @@ mod after_func;
 mod arc;
 #[cfg(feature = "std")]
 mod blocking;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod cancel;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod clock;
 #[cfg(feature = "alloc")]
 mod context;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod deadline;
 #[cfg(feature = "alloc")]
 mod ext;
@@ -64,15 +67,21 @@ pub mod grpc;
 mod handle;
 #[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
 mod interop;
-#[cfg(feature = "alloc")]
+#[cfg(not(cancel_tree_loom))]
+mod local;
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod node;
 #[cfg(feature = "alloc")]
 mod run;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod state;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod timer;
-#[cfg(feature = "alloc")]
+// Parts of this module serve only the heap (`alloc`) API.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod waiters;
 
 pub use cause::Cause;
@@ -83,14 +92,15 @@ pub use instant::Instant;
 pub use after_func::AfterFunc;
 #[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
 pub use clock::AsyncIoClock;
+pub use clock::Clock;
 #[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 pub use clock::EmbassyClock;
+#[cfg(feature = "alloc")]
+pub use clock::ManualClock;
 #[cfg(all(feature = "std", not(cancel_tree_loom)))]
 pub use clock::StdClock;
 #[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
 pub use clock::TokioClock;
-#[cfg(feature = "alloc")]
-pub use clock::{Clock, ManualClock};
 #[cfg(feature = "alloc")]
 pub use context::Context;
 #[cfg(feature = "alloc")]
@@ -99,12 +109,14 @@ pub use ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext
 pub use handle::CancelHandle;
 #[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
 pub use interop::TokenCancelled;
+#[cfg(not(cancel_tree_loom))]
+pub use local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]
 pub use run::Run;
-#[cfg(feature = "alloc")]
 pub use timer::Timers;
+pub use waiters::Done;
 #[cfg(feature = "alloc")]
-pub use waiters::{Done, DoneOwned};
+pub use waiters::DoneOwned;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -14,10 +14,14 @@
 use core::any::TypeId;
 use core::ptr;
 
+#[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
+#[cfg(feature = "alloc")]
 use crate::arc::Arc;
-use crate::cause::{Cause, CustomCause, Repr};
+#[cfg(feature = "alloc")]
+use crate::cause::CustomCause;
+use crate::cause::{Cause, Repr};
 use crate::state::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, LINKED, Word};
 use crate::sync::UnsafeCell;
 use crate::waiters::WaitLink;
@@ -83,6 +87,22 @@ pub(crate) struct ValueNode<T> {
 }
 
 impl Scope {
+    /// `new` for statics (not under loom, whose cells are not const).
+    #[cfg(not(cancel_tree_loom))]
+    pub(crate) const fn new_const(initial_word: usize, parent: NodePtr) -> Scope {
+        Scope {
+            hdr: Header {
+                word: Word::new_const(initial_word),
+                parent,
+            },
+            prev: UnsafeCell::new(ptr::null()),
+            next: UnsafeCell::new(ptr::null()),
+            children: UnsafeCell::new(ptr::null()),
+            waiters: UnsafeCell::new(ptr::null()),
+            cause: UnsafeCell::new(ptr::null()),
+        }
+    }
+
     pub(crate) fn new(initial_word: usize, parent: NodePtr) -> Scope {
         Scope {
             hdr: Header {
@@ -115,6 +135,8 @@ impl Scope {
     /// `Acquire`, so the cause cell is visible).
     pub(crate) fn read_cause(&self, word: usize) -> Cause {
         debug_assert!(word & CANCELLED != 0);
+        // Without `alloc` no custom cause can exist, so the bit is never set.
+        #[cfg(feature = "alloc")]
         if word & CAUSE_CUSTOM != 0 {
             // SAFETY: the cell was written before CANCELLED was published
             // and is never written again while the node lives.
@@ -262,7 +284,14 @@ pub(crate) unsafe fn release(mut node: NodePtr) {
         // If dropping a value panics, the guard still releases the parent.
         let guard = ReleaseOnUnwind(parent);
         // SAFETY: last reference, as above.
-        unsafe { free(node) };
+        #[cfg(feature = "alloc")]
+        unsafe {
+            free(node)
+        };
+        // Without `alloc` every node is static or local (IMMORTAL), so a
+        // last reference is never seen here.
+        #[cfg(not(feature = "alloc"))]
+        debug_assert!(false, "a non-heap node reached a zero count");
         core::mem::forget(guard);
         node = parent;
     }
@@ -282,6 +311,7 @@ impl Drop for ReleaseOnUnwind {
 ///
 /// # Safety
 /// No references remain on `node`.
+#[cfg(feature = "alloc")]
 unsafe fn free(node: NodePtr) {
     // SAFETY: the node is alive until we free it below.
     let word = unsafe { (*node).word.load() };
@@ -346,6 +376,8 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
 
 /// Gives up the node's count on its custom cause.
 pub(crate) fn drop_cause(scope: &Scope) {
+    #[cfg(not(feature = "alloc"))]
+    let _ = scope;
     #[cfg(feature = "alloc")]
     if scope.hdr.word.load() & CAUSE_CUSTOM != 0 {
         let raw = scope.cause.with(|c| {
@@ -359,6 +391,7 @@ pub(crate) fn drop_cause(scope: &Scope) {
 }
 
 /// Allocates a value node holding `value`, child of `parent`.
+#[cfg(feature = "alloc")]
 pub(crate) fn new_value_node<T: Send + Sync + 'static>(
     parent: NodePtr,
     scope: *const Scope,

@@ -9,8 +9,9 @@
 //!  bit  7      CAUSE_DEADLINE  (not custom) cause() is DeadlineExceeded
 //!  bit  8      WALKING      a cancel walk is still flagging this subtree
 //!  bit  9      LINKED       the node is in its parent scope's child list
-//!  bit 10      IMMORTAL     the reference count saturated; never freed
-//!  bit 11..    refs         strong references (REF_ONE each)
+//!  bit 10      IMMORTAL     never freed (saturated count, static or local)
+//!  bit 11      ATTACHED     a `LocalScope` has joined its parent
+//!  bit 12..    refs         strong references (REF_ONE each)
 //! ```
 //!
 //! `is_cancelled()` and `err()` are one `Acquire` load of this word. The
@@ -44,11 +45,12 @@ pub(crate) const CAUSE_DEADLINE: usize = 1 << 7;
 pub(crate) const WALKING: usize = 1 << 8;
 pub(crate) const LINKED: usize = 1 << 9;
 pub(crate) const IMMORTAL: usize = 1 << 10;
+pub(crate) const ATTACHED: usize = 1 << 11;
 
-pub(crate) const REF_SHIFT: u32 = 11;
+pub(crate) const REF_SHIFT: u32 = 12;
 pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
 /// Past this many references a node becomes immortal instead of risking an
-/// overflow into the flag bits (2^51 on 64-bit, 2^19 on 32-bit targets).
+/// overflow into the flag bits (2^50 on 64-bit, 2^18 on 32-bit targets).
 const REF_SATURATE: usize = 1 << (usize::BITS - REF_SHIFT - 2);
 
 /// The bits that record how a node ended.
@@ -165,6 +167,24 @@ impl Word {
     pub(crate) fn set_unshared(&self, bits: usize) {
         let cur = self.0.load(Ordering::Relaxed);
         self.0.store(cur | bits, Ordering::Relaxed);
+    }
+
+    /// For a node whose memory its owner frees (a `LocalScope`): drops the
+    /// owner's reference, then waits until every other holder (a cancel walk,
+    /// a firing timer) has dropped theirs. Those holders found the node in a
+    /// list or queue it has already left, so the count only goes down. On a
+    /// single core this never spins: an interrupt handler holding a
+    /// reference runs to completion before the owner resumes.
+    pub(crate) fn release_owner_and_wait(&self) {
+        self.0.fetch_sub(REF_ONE, Ordering::AcqRel);
+        #[cfg(any(feature = "std", cancel_tree_loom))]
+        let mut spins = 0;
+        while refs(self.0.load(Ordering::Acquire)) != 0 {
+            #[cfg(any(feature = "std", cancel_tree_loom))]
+            crate::sync::backoff(&mut spins);
+            #[cfg(not(any(feature = "std", cancel_tree_loom)))]
+            core::hint::spin_loop();
+        }
     }
 
     /// Clears bits (with `Release`).

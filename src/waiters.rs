@@ -24,6 +24,7 @@ use core::ptr;
 use core::task::{Context as TaskContext, Poll, Waker};
 
 use crate::Error;
+#[cfg(feature = "alloc")]
 use crate::context::Context;
 use crate::node::Scope;
 use crate::state;
@@ -167,19 +168,18 @@ impl Waiter {
     fn poll(
         self: Pin<&Self>,
         registered: &mut bool,
-        ctx: &Context,
+        scope: *const Scope,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Error> {
-        // Fast path: one load, no lock.
-        if let Some(e) = ctx.err() {
-            return Poll::Ready(e);
-        }
-        let scope = ctx.scope;
         if scope.is_null() {
             return Poll::Pending; // can never be cancelled
         }
-        // SAFETY: the scope is alive while `ctx` is.
+        // SAFETY: the scope outlives the future (it borrows or owns it).
         let scope = unsafe { &*scope };
+        // Fast path: one load, no lock.
+        if let Some(e) = state::err_of(scope.hdr.word.load()) {
+            return Poll::Ready(e);
+        }
         // Derived from the whole waiter (not just its link field): the
         // canceller casts it back to reach the waker.
         let link: *const WaitLink = (&*self as *const Waiter).cast();
@@ -225,12 +225,12 @@ impl Waiter {
     }
 
     /// Unlinks on drop (the `Done` is going away).
-    fn unregister(&self, ctx: &Context) {
-        if ctx.scope.is_null() {
+    fn unregister(&self, scope: *const Scope) {
+        if scope.is_null() {
             return;
         }
-        // SAFETY: the scope is alive while `ctx` is.
-        let scope = unsafe { &*ctx.scope };
+        // SAFETY: the scope outlives the future.
+        let scope = unsafe { &*scope };
         let guard = scope.hdr.word.lock();
         // SAFETY: lock held.
         let waker = unsafe {
@@ -267,12 +267,16 @@ impl Waiter {
 /// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Done<'a> {
-    ctx: &'a Context,
+    /// The scope waited on (null: never cancelled), kept alive for `'a` by
+    /// whoever lent it (a `Context` or a `ScopeRef`).
+    scope: *const Scope,
+    owner: core::marker::PhantomData<&'a ()>,
     waiter: Waiter,
     registered: bool,
     finished: bool,
 }
 
+#[cfg(feature = "alloc")]
 /// The `'static` form of [`Done`], from [`Context::done_owned`]; it holds a
 /// clone of the context.
 #[must_use = "futures do nothing unless polled"]
@@ -289,14 +293,19 @@ unsafe impl Send for Done<'_> {}
 // SAFETY: `&Done` exposes nothing but `Debug` and `is_terminated`.
 unsafe impl Sync for Done<'_> {}
 // SAFETY: as for `Done`.
+#[cfg(feature = "alloc")]
 unsafe impl Send for DoneOwned {}
 // SAFETY: as for `Done`.
+#[cfg(feature = "alloc")]
 unsafe impl Sync for DoneOwned {}
 
 impl<'a> Done<'a> {
-    pub(crate) fn new(ctx: &'a Context) -> Done<'a> {
+    /// # Safety
+    /// `scope` is null or stays alive for `'a`.
+    pub(crate) unsafe fn new(scope: *const Scope) -> Done<'a> {
         Done {
-            ctx,
+            scope,
+            owner: core::marker::PhantomData,
             waiter: Waiter::new(),
             registered: false,
             finished: false,
@@ -304,6 +313,7 @@ impl<'a> Done<'a> {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl DoneOwned {
     pub(crate) fn new(ctx: Context) -> DoneOwned {
         DoneOwned {
@@ -328,7 +338,7 @@ impl Future for Done<'_> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: `this.waiter` is pinned because `this` is.
         let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
-        let out = waiter.poll(&mut this.registered, this.ctx, cx);
+        let out = waiter.poll(&mut this.registered, this.scope, cx);
         if out.is_ready() {
             this.finished = true;
         }
@@ -336,6 +346,7 @@ impl Future for Done<'_> {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl Future for DoneOwned {
     type Output = Error;
 
@@ -344,7 +355,7 @@ impl Future for DoneOwned {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: `this.waiter` is pinned because `this` is.
         let waiter = unsafe { Pin::new_unchecked(&this.waiter) };
-        let out = waiter.poll(&mut this.registered, &this.ctx, cx);
+        let out = waiter.poll(&mut this.registered, this.ctx.scope, cx);
         if out.is_ready() {
             this.finished = true;
         }
@@ -358,6 +369,7 @@ impl futures_core::FusedFuture for Done<'_> {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl futures_core::FusedFuture for DoneOwned {
     fn is_terminated(&self) -> bool {
         self.finished
@@ -367,27 +379,35 @@ impl futures_core::FusedFuture for DoneOwned {
 impl Drop for Done<'_> {
     fn drop(&mut self) {
         if self.registered {
-            self.waiter.unregister(self.ctx);
+            self.waiter.unregister(self.scope);
         }
     }
 }
 
+#[cfg(feature = "alloc")]
 impl Drop for DoneOwned {
     fn drop(&mut self) {
         if self.registered {
-            self.waiter.unregister(&self.ctx);
+            self.waiter.unregister(self.ctx.scope);
         }
     }
 }
 
 impl core::fmt::Debug for Done<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let err = if self.scope.is_null() {
+            None
+        } else {
+            // SAFETY: alive for 'a.
+            state::err_of(unsafe { (*self.scope).hdr.word.load() })
+        };
         f.debug_struct("Done")
-            .field("context", self.ctx)
+            .field("err", &err)
             .finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "alloc")]
 impl core::fmt::Debug for DoneOwned {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("DoneOwned")
