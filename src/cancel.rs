@@ -48,19 +48,20 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
         return false;
     }
     scope.write_cause(cause);
-    // Fast path: a plain scope with no children and no waiters is the whole
-    // subtree; ending it is the flag, nothing else (no walk, no WALKING, no
-    // references). It stays in its parent's list until freed (a parent walk
-    // that pops it sees it ended and moves on).
-    if state::kind(guard.load()) == state::KIND_CANCEL {
-        // SAFETY: both heads are guarded by the lock we hold.
-        let leaf = unsafe {
-            scope.children.with(|c| (*c).is_null()) && scope.waiters.with(|w| (*w).is_null())
-        };
-        if leaf {
-            guard.unlock_with(bits);
-            return true;
+    // Fast path: a scope with no children and no waiters is the whole
+    // subtree; ending it is the flag (no walk, no WALKING, no references),
+    // plus leaving the clock's queue for a deadline scope. It stays in its
+    // parent's list until freed (a parent walk that pops it sees it ended
+    // and moves on).
+    // SAFETY: both heads are guarded by the lock we hold.
+    if unsafe { is_leaf(scope) } {
+        let kind = state::kind(guard.load());
+        guard.unlock_with(bits);
+        if kind == state::KIND_DEADLINE {
+            // SAFETY: the caller's reference keeps the node alive.
+            unsafe { crate::deadline::dequeue_if_deadline(s) };
         }
+        return true;
     }
     guard.unlock_with(bits | WALKING);
     // The walk's own reference, released at the end of phase 2.
@@ -139,6 +140,16 @@ unsafe fn flag_children(
             }
             continue;
         }
+        // SAFETY: d's lock is held.
+        if state::kind(w) == state::KIND_CANCEL && unsafe { is_leaf(child) } {
+            // A plain leaf (the common fan-out case): flagging it is all
+            // there is to do, under both locks; no reference, no second
+            // visit. Its free path takes x's lock, so it outlives this.
+            child.write_cause(cause);
+            gd.unlock_with(bits);
+            drop(gx);
+            continue;
+        }
         if !child.hdr.word.try_acquire_ref() {
             // Dying: no references means no children, waiters or handles.
             drop(gd);
@@ -161,6 +172,15 @@ unsafe fn flag_children(
         *work = d;
         *chain = d;
     }
+}
+
+/// `true` if `scope` has no children and no waiters.
+///
+/// # Safety
+/// The caller holds `scope`'s lock.
+unsafe fn is_leaf(scope: &Scope) -> bool {
+    // SAFETY: both heads are guarded by the lock (caller).
+    unsafe { scope.children.with(|c| (*c).is_null()) && scope.waiters.with(|w| (*w).is_null()) }
 }
 
 /// Unlinks the cancelled scope `s` from its parent scope's child list.

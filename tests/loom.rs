@@ -249,3 +249,44 @@ fn deadline_fire_vs_drop() {
         assert_eq!(clock.pending(), 0);
     });
 }
+
+/// Invariant W1 through a parent: a `Done` on a leaf child registering while
+/// the parent's walk flags that leaf (its fast path) is woken or sees the
+/// flag.
+#[test]
+fn parent_cancel_vs_leaf_child_done_registration() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _h) = parent.with_cancel();
+        let t = thread::spawn(move || cancel.cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(child.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        if first.is_pending() {
+            assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
+        }
+        assert!(child.is_cancelled());
+    });
+}
+
+/// A timeout's own handle cancels it (deadline fast path: flag, then leave
+/// the queue) while the clock fires it.
+#[test]
+fn deadline_leaf_cancel_vs_fire_queue_empty() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (ctx, cancel) = root.with_timeout(Duration::from_nanos(5));
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.advance(Duration::from_nanos(5)));
+        cancel.cancel();
+        assert_eq!(
+            clock.pending(),
+            0,
+            "a cancelled timeout leaves the queue before cancel returns"
+        );
+        t.join().unwrap();
+        assert!(ctx.is_cancelled());
+    });
+}
