@@ -101,26 +101,48 @@ impl Context {
     /// handle) as a child of `self`, and links it under `self`'s scope, or
     /// makes it born-cancelled if that scope already ended.
     pub(crate) fn new_scope(&self, scope: Scope) -> *const Scope {
-        // SAFETY: we hold a reference on our own node.
-        unsafe { node::acquire(self.node) };
         let s: *const Scope = Box::into_raw(Box::new(scope));
-        // SAFETY: fresh node, not shared yet.
-        unsafe { self.attach(s) };
+        // SAFETY: fresh node, not shared yet; we hold a reference on our node.
+        unsafe { self.attach_acquiring(s) };
         s
+    }
+
+    /// Takes the child's reference on our node and links a fresh scope under
+    /// `self.scope` (or copies its ending). When our node is that scope, the
+    /// reference and the lock are one atomic step.
+    ///
+    /// # Safety
+    /// `s` is alive and not shared yet; we hold a reference on our node.
+    pub(crate) unsafe fn attach_acquiring(&self, s: *const Scope) {
+        if !self.scope.is_null() && self.node == self.scope.cast() {
+            // SAFETY: as above.
+            unsafe { self.attach_with(s, true) }
+        } else {
+            // SAFETY: we hold a reference on our own node.
+            unsafe {
+                node::acquire(self.node);
+                self.attach_with(s, false);
+            }
+        }
     }
 
     /// Links a fresh scope under `self.scope`, or copies its ending.
     ///
     /// # Safety
-    /// `s` is alive and not shared yet.
-    pub(crate) unsafe fn attach(&self, s: *const Scope) {
+    /// `s` is alive and not shared yet; with `acquire`, `self.node` is
+    /// `self.scope` and the child's reference on it is taken with the lock.
+    unsafe fn attach_with(&self, s: *const Scope, acquire: bool) {
         if self.scope.is_null() {
             return;
         }
         // SAFETY: our scope is alive while we are; `s` is fresh (caller).
         unsafe {
             let parent = &*self.scope;
-            let guard = parent.hdr.word.lock();
+            let guard = if acquire {
+                parent.hdr.word.lock_and_acquire_ref()
+            } else {
+                parent.hdr.word.lock()
+            };
             let w = guard.load();
             if w & CANCELLED != 0 {
                 (*s).inherit_end(parent, w);

@@ -157,8 +157,6 @@ pub(crate) fn with_deadline(
     }
     // SAFETY: `parent` keeps its node alive.
     let clock = unsafe { clock_of(parent.node) };
-    // SAFETY: we hold a reference on the parent's node.
-    unsafe { node::acquire(parent.node) };
     let ds = Box::new(DeadlineScope {
         scope: Scope::new(state::KIND_DEADLINE | (2 * REF_ONE), parent.node),
         timer: TimerNode::new(at),
@@ -168,8 +166,8 @@ pub(crate) fn with_deadline(
     });
     let ds: *const DeadlineScope = Box::into_raw(ds);
     let s: *const Scope = ds.cast();
-    // SAFETY: fresh node.
-    unsafe { parent.attach(s) };
+    // SAFETY: fresh node; `parent` holds a reference on its node.
+    unsafe { parent.attach_acquiring(s) };
     let ctx = Context {
         node: s.cast(),
         scope: s,

@@ -97,6 +97,14 @@ impl Drop for CancelHandle {
             }
         }
         let _release = Release(self.scope);
+        // If ours is the last reference, no context, child, waiter or
+        // after_func exists to observe the cancel: skip it and just free.
+        // (Children, waiters and registrations all hold references; a parent
+        // walk that finds the node takes one before touching it.)
+        // SAFETY: the handle holds a reference.
+        if unsafe { (*self.scope).hdr.word.sole_reference() } {
+            return;
+        }
         self.cancel();
     }
 }

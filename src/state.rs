@@ -224,6 +224,55 @@ impl Word {
     }
 }
 
+impl Word {
+    /// Takes the lock and a reference in one step (std: one CAS on an
+    /// unlocked word; without std: the critical section, then the count).
+    #[inline]
+    pub(crate) fn lock_and_acquire_ref(&self) -> Guard<'_> {
+        #[cfg(feature = "std")]
+        {
+            let mut spins = 0;
+            let mut cur = self.0.load(Ordering::Relaxed);
+            loop {
+                if cur & LOCKED != 0 || refs(cur) >= REF_SATURATE {
+                    if refs(cur) >= REF_SATURATE {
+                        // Rare: let the general path saturate the count.
+                        let g = self.lock();
+                        self.acquire_ref();
+                        return g;
+                    }
+                    crate::sync::backoff(&mut spins);
+                    cur = self.0.load(Ordering::Relaxed);
+                    continue;
+                }
+                match self.0.compare_exchange_weak(
+                    cur,
+                    (cur + REF_ONE) | LOCKED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Guard { word: self },
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let g = self.lock();
+            self.acquire_ref();
+            g
+        }
+    }
+
+    /// `true` if the caller's reference is the only one (for a handle about
+    /// to drop: nothing else can observe the node then).
+    #[inline]
+    pub(crate) fn sole_reference(&self) -> bool {
+        let w = self.0.load(Ordering::Acquire);
+        refs(w) == 1 && w & IMMORTAL == 0
+    }
+}
+
 /// Proof that a node's lock is held; releases it on drop.
 pub(crate) struct Guard<'a> {
     word: &'a Word,

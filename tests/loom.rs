@@ -290,3 +290,19 @@ fn deadline_leaf_cancel_vs_fire_queue_empty() {
         assert!(ctx.is_cancelled());
     });
 }
+
+/// A handle dropped as the last reference (its cancel is skipped, the node
+/// is freed) racing the parent's walk that pops that node.
+#[test]
+fn last_handle_drop_vs_parent_walk() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (a, ha) = parent.with_cancel();
+        let (b, _hb) = parent.with_cancel();
+        drop(a);
+        let t = thread::spawn(move || drop(ha));
+        cancel.cancel();
+        t.join().unwrap();
+        assert!(b.is_cancelled());
+    });
+}
