@@ -166,13 +166,22 @@ where
     let guard = scope.hdr.word.lock();
     if guard.load() & CANCELLED != 0 {
         drop(guard);
-        // SAFETY: never linked, so we own both counts and the closure.
-        unsafe {
-            call_f::<F>(h);
-            end_registration(h);
-            release_node(h);
-            node::release(ctx.scope.cast());
+        // Never linked, so we own both counts, both scope references and the
+        // closure; give them all back even if the closure panics.
+        struct Undo(*const Header, *const Scope);
+        impl Drop for Undo {
+            fn drop(&mut self) {
+                // SAFETY: the counts and references taken above, once.
+                unsafe {
+                    end_registration(self.0);
+                    release_node(self.0);
+                    node::release(self.1.cast());
+                }
+            }
         }
+        let _undo = Undo(h, ctx.scope);
+        // SAFETY: we own the closure (never linked).
+        unsafe { call_f::<F>(h) };
         return AfterFunc { repr: Repr::Ran };
     }
     // SAFETY: lock held; the link is fresh and lives until unlinked.

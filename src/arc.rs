@@ -11,6 +11,9 @@ use core::ptr::NonNull;
 
 use crate::sync::{AtomicUsize, Ordering};
 
+/// The top bit of the count: set once the count saturates.
+const IMMORTAL: usize = 1 << (usize::BITS - 1);
+
 struct Inner<T> {
     refs: AtomicUsize,
     value: T,
@@ -86,10 +89,12 @@ impl<T> Deref for Arc<T> {
 impl<T> Clone for Arc<T> {
     fn clone(&self) -> Arc<T> {
         let prev = self.inner().refs.fetch_add(1, Ordering::Relaxed);
-        if prev > usize::MAX / 2 {
-            // Like std: a count this high means clones are being leaked in a
-            // loop; saturate by leaking this allocation rather than overflow.
-            self.inner().refs.store(usize::MAX / 2, Ordering::Relaxed);
+        if prev >= IMMORTAL / 2 {
+            // A count this high means clones are being leaked in a loop
+            // (std aborts here). Make the allocation immortal instead: with
+            // the top bit set the count can never come back down to 1, so it
+            // is leaked, never freed early.
+            self.inner().refs.fetch_or(IMMORTAL, Ordering::Relaxed);
         }
         Arc { ptr: self.ptr }
     }

@@ -70,13 +70,16 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     // Phase 1: flag the subtree.
     let mut work: *const Scope = ptr::null();
     let mut chain: *const Scope = ptr::null();
+    // Nodes whose reference must be dropped after phase 1 (dropping may run
+    // user code: a value's or a cause's `Drop`).
+    let mut deferred: *const Scope = ptr::null();
     // SAFETY: `scope` is alive and flagged; the lists hold live nodes.
     unsafe {
-        flag_children(scope, bits, cause, &mut work, &mut chain);
+        flag_children(scope, bits, cause, &mut work, &mut chain, &mut deferred);
         while !work.is_null() {
             let x = work;
             work = (*x).next.with(|n| *n);
-            flag_children(&*x, bits, cause, &mut work, &mut chain);
+            flag_children(&*x, bits, cause, &mut work, &mut chain, &mut deferred);
         }
         // The subtree is flagged: leave the parent's list (a parent walk that
         // already popped us waited on WALKING, or finds us gone).
@@ -96,6 +99,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     let mut notifier = Notifier {
         current: s,
         chain,
+        deferred,
         panics: Panics::default(),
     };
     notifier.run();
@@ -115,6 +119,7 @@ unsafe fn flag_children(
     cause: &Cause,
     work: &mut *const Scope,
     chain: &mut *const Scope,
+    deferred: &mut *const Scope,
 ) {
     loop {
         let gx = x.hdr.word.lock();
@@ -135,8 +140,16 @@ unsafe fn flag_children(
             drop(gx);
             if alive {
                 wait_walk(child);
-                // SAFETY: the reference taken above.
-                unsafe { node::release(d.cast()) };
+                // Releasing may free `d` and run user `Drop` code, which must
+                // not happen while our subtree is still WALKING (it could
+                // cancel a node of it and wait on us): defer to phase 2.
+                // `d` is off every list and we hold a reference, so its
+                // `next` link is ours.
+                child.next.with_mut(|n| {
+                    // SAFETY: see above.
+                    unsafe { *n = *deferred }
+                });
+                *deferred = d;
             }
             continue;
         }
@@ -224,11 +237,20 @@ fn wait_walk(scope: &Scope) {
 struct Notifier {
     current: *const Scope,
     chain: *const Scope,
+    /// References deferred from phase 1 (see `flag_children`).
+    deferred: *const Scope,
     panics: Panics,
 }
 
 impl Notifier {
     fn run(&mut self) {
+        while !self.deferred.is_null() {
+            let d = self.deferred;
+            // SAFETY: we hold a reference on every deferred node.
+            self.deferred = unsafe { (*d).next.with(|n| *n) };
+            // SAFETY: the deferred reference.
+            unsafe { node::release(d.cast()) };
+        }
         while !self.current.is_null() {
             // SAFETY: the walk holds a reference on `current`.
             let x = unsafe { &*self.current };

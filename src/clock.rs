@@ -49,7 +49,8 @@ use crate::timer::Timers;
 ///   `now() >= at`". A new call replaces the previous request; `None` cancels
 ///   it. The crate calls it while holding the queue's lock (so the calls are
 ///   totally ordered) from whatever thread derives or fires a context, so it
-///   must be quick, must not block, and **must not call `fire` itself**;
+///   must be quick, must not block, and **must not call back into this
+///   crate** (not `fire`, and not derive, cancel or drop contexts);
 ///   if `at` is already past, arrange for `fire` to be called soon (pend the
 ///   interrupt, notify the thread). Firing late or spuriously is harmless;
 ///   firing never is not.

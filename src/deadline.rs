@@ -35,8 +35,8 @@ pub(crate) struct DeadlineScope {
     pub(crate) clock: *const dyn Clock,
     /// The cause when the deadline passes.
     pub(crate) cause: Cause,
-    /// Set (before the node is shared through the queue) if it was ever
-    /// queued; immutable after.
+    /// `false` only if the node can never be queued (no clock). Written
+    /// before the node is shared, immutable after.
     pub(crate) ever_queued: UnsafeCell<bool>,
 }
 
@@ -162,7 +162,11 @@ pub(crate) fn with_deadline(
         timer: TimerNode::new(at),
         clock: clock.unwrap_or(ptr::null::<crate::clock::ManualClock>() as *const dyn Clock),
         cause,
-        ever_queued: UnsafeCell::new(false),
+        // Set before the node is shared (attach links it under the parent,
+        // whose walk reads this), and never written again: "maybe queued".
+        // A `true` for a deadline that never enters the queue only costs a
+        // lock in `dequeue`.
+        ever_queued: UnsafeCell::new(clock.is_some()),
     });
     let ds: *const DeadlineScope = Box::into_raw(ds);
     let s: *const Scope = ds.cast();
@@ -186,12 +190,8 @@ pub(crate) fn with_deadline(
         unsafe { crate::cancel::cancel(s, Error::DeadlineExceeded, &(*ds).cause) };
         return (ctx, handle);
     }
-    // SAFETY: not shared yet except through the queue, which we are about
-    // to enter; the node outlives its queue entry (removed in `free`).
-    unsafe {
-        (*ds).ever_queued.with_mut(|q| *q = true);
-        clock.timers().insert(&raw const (*ds).timer, clock);
-    }
+    // SAFETY: the node outlives its queue entry (removed in `free`).
+    unsafe { clock.timers().insert(&raw const (*ds).timer, clock) };
     if ctx.is_cancelled() {
         // Cancelled by the parent between `attach` and `insert`: its walk may
         // have missed the entry, so remove it now (O(live timers)).

@@ -37,7 +37,10 @@ impl CancelHandle {
 
     /// Cancels the context with [`Error::Canceled`] (cause `Canceled`), and
     /// every descendant with it. When this returns, every descendant reports
-    /// cancelled; waiters have been woken and `after_func` closures run.
+    /// cancelled (with `std` also when another thread's cancel won the race:
+    /// this call then waits for that walk to flag the subtree). If this call
+    /// ended the context, its waiters have also been woken and its
+    /// `after_func` closures run; if another cancel won, that one does it.
     /// Cancelling an ended context changes nothing.
     pub fn cancel(&self) {
         self.cancel_with(Error::Canceled);

@@ -257,6 +257,7 @@ impl<'p> LocalScope<'p> {
         at: Option<Instant>,
         cause: Cause,
     ) -> LocalScope<'p> {
+        let has_clock = clock.is_some();
         let clock: *const dyn Clock = match clock {
             Some(c) => c,
             None => core::ptr::null::<NoClock>() as *const dyn Clock,
@@ -267,7 +268,8 @@ impl<'p> LocalScope<'p> {
                 timer: TimerNode::new(at.unwrap_or(Instant::MAX)),
                 clock,
                 cause,
-                ever_queued: UnsafeCell::new(false),
+                // "Maybe queued", fixed before the node is shared.
+                ever_queued: UnsafeCell::new(at.is_some() && has_clock),
             },
             arm: at,
             parent: PhantomData,
@@ -312,7 +314,6 @@ impl<'p> LocalScope<'p> {
                     // SAFETY: pinned: the node stays put until `Drop`, which
                     // removes it from the queue first.
                     unsafe {
-                        this.node.ever_queued.with_mut(|q| *q = true);
                         let node: *const DeadlineScope = &this.node;
                         clock.timers().insert(&raw const (*node).timer, clock);
                     }

@@ -29,6 +29,18 @@ use crate::clock::Clock;
 use crate::state::Word;
 use crate::sync::UnsafeCell;
 
+/// Re-arms the clock if `fire` unwinds.
+struct Rearm<'a> {
+    timers: &'a Timers,
+    clock: &'a dyn Clock,
+}
+
+impl Drop for Rearm<'_> {
+    fn drop(&mut self) {
+        self.timers.rearm(self.clock);
+    }
+}
+
 /// Heap links inside a deadline node; guarded by the queue's lock.
 pub(crate) struct TimerNode {
     child: UnsafeCell<*const TimerNode>,
@@ -196,10 +208,29 @@ impl Timers {
             let target = unsafe { crate::deadline::claim(node) };
             drop(guard);
             if let Some(target) = target {
+                // If cancelling panics (an `after_func` closure, resumed on
+                // this thread), re-arm for what is left before unwinding, so
+                // one bad callback never stops the clock's later deadlines.
+                let rearm = Rearm {
+                    timers: self,
+                    clock,
+                };
                 // SAFETY: `claim` took a reference on the deadline node.
                 unsafe { crate::deadline::expire(target) };
+                core::mem::forget(rearm);
             }
         }
+    }
+
+    /// Records and requests the alarm for the earliest pending deadline.
+    fn rearm(&self, clock: &dyn Clock) {
+        let guard = self.lock.lock();
+        // SAFETY: lock held.
+        let next = unsafe { self.earliest() };
+        // SAFETY: lock held.
+        self.armed.with_mut(|a| unsafe { *a = next });
+        clock.set_alarm(next);
+        drop(guard);
     }
 
     /// Queues `node`; if it is the new earliest, arms the clock's alarm.

@@ -448,3 +448,40 @@ fn many_real_timeouts_on_many_threads() {
         t.join().unwrap();
     }
 }
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "StdClock's timer thread outlives the test, which Miri rejects; its leak check matters more"
+)]
+fn std_clock_survives_a_panicking_after_func() {
+    // Regression (independent review): a panic escaping fire() used to leave
+    // the alarm unarmed, so no later deadline on the clock ever fired.
+    let (a, _ha) = Context::background().with_timeout(Duration::from_millis(5));
+    let _af = a.after_func(|| panic!("after_func panics on the timer thread"));
+    assert_eq!(
+        a.wait_timeout(Duration::from_secs(10)),
+        Some(Error::DeadlineExceeded)
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let (b, _hb) = Context::background().with_timeout(Duration::from_millis(5));
+    assert_eq!(
+        b.wait_timeout(Duration::from_secs(10)),
+        Some(Error::DeadlineExceeded),
+        "the clock stopped"
+    );
+}
+
+#[test]
+fn manual_clock_panicking_after_func_propagates_and_the_clock_goes_on() {
+    let (clock, root) = tree();
+    let (a, _ha) = root.with_timeout(S);
+    let (b, _hb) = root.with_timeout(2 * S);
+    let _af = a.after_func(|| panic!("boom"));
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clock.advance(S)));
+    assert!(res.is_err(), "the panic reaches advance()'s caller");
+    assert!(a.is_cancelled());
+    clock.advance(S);
+    assert_eq!(b.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(clock.pending(), 0);
+}

@@ -306,3 +306,39 @@ fn last_handle_drop_vs_parent_walk() {
         assert!(b.is_cancelled());
     });
 }
+
+/// Regression (independent review): a timeout derived while its parent is
+/// cancelled must not leave a stale queue entry, and the walk that reads
+/// "maybe queued" must not race its write.
+#[test]
+fn derive_timeout_vs_parent_cancel() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (parent, pcancel) = root.with_cancel();
+        let t = thread::spawn(move || pcancel.cancel());
+        let (child, _h) = parent.with_timeout(Duration::from_nanos(10));
+        t.join().unwrap();
+        assert!(child.is_cancelled());
+        assert_eq!(clock.pending(), 0, "stale queue entry");
+    });
+}
+
+/// A leaf cancelling itself (fast path) while its parent's walk meets it:
+/// both cancels return with the leaf cancelled, one cause everywhere.
+#[test]
+fn leaf_fast_cancel_vs_parent_cancel() {
+    loom::model(|| {
+        let (parent, pcancel) = Context::background().with_cancel();
+        let (child, ccancel) = parent.with_cancel();
+        let c2 = child.clone();
+        let t = thread::spawn(move || {
+            ccancel.cancel_with(Tag(1));
+            assert!(c2.is_cancelled());
+        });
+        pcancel.cancel_with(Tag(2));
+        assert!(child.is_cancelled());
+        t.join().unwrap();
+        assert!(matches!(tag_of(&child), Some(1) | Some(2)));
+    });
+}

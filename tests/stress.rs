@@ -306,3 +306,50 @@ fn clones_dropped_on_many_threads() {
     drop(h);
     cancel.cancel();
 }
+
+/// Regression (independent review): a parent's walk that drops the last
+/// reference on an already-ended child used to free it in phase 1, running
+/// user `Drop` code (here a value holding a `CancelHandle` of a node the walk
+/// was still flagging), which then waited forever on the walk. Releases are
+/// now deferred until the subtree is flagged.
+#[test]
+fn user_drop_code_run_by_a_walk_may_cancel_nodes_of_that_walk() {
+    struct Holder(#[allow(dead_code)] cancel_tree::CancelHandle);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let budget = std::time::Duration::from_secs(if cfg!(miri) { 0 } else { 15 });
+        let mut rounds = 0;
+        while rounds < 2 || start.elapsed() < budget {
+            rounds += 1;
+            let (s, hs) = Context::background().with_cancel();
+            let mut ended = Vec::new();
+            for _ in 0..scaled(200) {
+                let (y, hy) = s.with_cancel();
+                let v = y.with_value(Holder(hy));
+                let (e, he) = v.with_cancel();
+                he.cancel(); // ended leaf, still linked under y
+                drop((he, v, y));
+                ended.push(e);
+            }
+            let barrier = Arc::new(Barrier::new(2));
+            let b2 = barrier.clone();
+            let t = thread::spawn(move || {
+                b2.wait();
+                // Race the walk for the last reference, at varied offsets.
+                for (i, e) in ended.into_iter().enumerate() {
+                    for _ in 0..(i % 50) {
+                        std::hint::spin_loop();
+                    }
+                    drop(e);
+                }
+            });
+            barrier.wait();
+            hs.cancel();
+            t.join().unwrap();
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("a cancel walk deadlocked");
+}

@@ -86,7 +86,17 @@ pub(crate) async fn drive<C: Driven>(mut get: impl FnMut() -> Option<C>) {
         .await;
         if due {
             let Some(clock) = get() else { return };
-            // Fires what is due and re-arms (through `set_alarm`).
+            // Fires what is due and re-arms (through `set_alarm`). A panic
+            // from a callback must not end the driver (and with it every
+            // later deadline): with std it is caught here, after the panic
+            // hook reported it; `fire` has re-armed before unwinding.
+            #[cfg(feature = "std")]
+            {
+                let c = &clock;
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.timers().fire(c)));
+            }
+            #[cfg(not(feature = "std"))]
             clock.timers().fire(&clock);
         }
     }
