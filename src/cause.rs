@@ -66,7 +66,11 @@ impl<M: fmt::Display> fmt::Display for Message<M> {
 #[cfg(feature = "alloc")]
 impl<M: fmt::Display> fmt::Debug for Message<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", alloc::format!("{}", self.0))
+        // Quoted, without `{:?}` string escaping: that pulls kilobytes of
+        // Unicode tables into small firmware.
+        f.write_str("\"")?;
+        fmt::Display::fmt(&self.0, f)?;
+        f.write_str("\"")
     }
 }
 

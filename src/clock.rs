@@ -115,6 +115,32 @@ pub trait Clock: Send + Sync + 'static {
     fn set_alarm(&self, at: Option<Instant>);
 }
 
+/// A null `*const dyn Clock` ("no clock"); only its vtable exists, and it is
+/// tiny, so firmware does not pay for `ManualClock`'s.
+pub(crate) fn no_clock() -> *const dyn Clock {
+    core::ptr::null::<NoClock>() as *const dyn Clock
+}
+
+/// The type behind [`no_clock`]; never instantiated.
+struct NoClock;
+
+impl Clock for NoClock {
+    fn now(&self) -> Instant {
+        Instant::ZERO
+    }
+    #[cfg(not(cancel_tree_loom))]
+    fn timers(&self) -> &Timers {
+        // Unreachable (never instantiated); an empty queue keeps it total.
+        static NONE: Timers = Timers::new();
+        &NONE
+    }
+    #[cfg(cancel_tree_loom)]
+    fn timers(&self) -> &Timers {
+        unreachable!("NoClock is never instantiated")
+    }
+    fn set_alarm(&self, _at: Option<Instant>) {}
+}
+
 impl<C: Clock> Clock for &'static C {
     fn now(&self) -> Instant {
         (**self).now()

@@ -160,7 +160,7 @@ pub(crate) fn with_deadline(
     let ds = Box::new(DeadlineScope {
         scope: Scope::new(state::KIND_DEADLINE | (2 * REF_ONE), parent.node),
         timer: TimerNode::new(at),
-        clock: clock.unwrap_or(ptr::null::<crate::clock::ManualClock>() as *const dyn Clock),
+        clock: clock.unwrap_or_else(crate::clock::no_clock),
         cause,
         // Set before the node is shared (attach links it under the parent,
         // whose walk reads this), and never written again: "maybe queued".

@@ -260,7 +260,7 @@ impl<'p> LocalScope<'p> {
         let has_clock = clock.is_some();
         let clock: *const dyn Clock = match clock {
             Some(c) => c,
-            None => core::ptr::null::<NoClock>() as *const dyn Clock,
+            None => crate::clock::no_clock(),
         };
         LocalScope {
             node: DeadlineScope {
@@ -355,22 +355,4 @@ impl fmt::Debug for LocalScope<'_> {
             .field("deadline", &self.arm)
             .finish()
     }
-}
-
-/// Only its type is used: the null clock pointer of a plain local scope.
-#[cfg(not(cancel_tree_loom))]
-struct NoClock;
-
-#[cfg(not(cancel_tree_loom))]
-impl Clock for NoClock {
-    fn now(&self) -> Instant {
-        Instant::ZERO
-    }
-    fn timers(&self) -> &crate::Timers {
-        // Never called (plain local scopes hold a null clock pointer); an
-        // empty queue keeps this total.
-        static NONE: crate::Timers = crate::Timers::new();
-        &NONE
-    }
-    fn set_alarm(&self, _at: Option<Instant>) {}
 }

@@ -45,6 +45,7 @@ pub(crate) const CAUSE_DEADLINE: usize = 1 << 7;
 pub(crate) const WALKING: usize = 1 << 8;
 pub(crate) const LINKED: usize = 1 << 9;
 pub(crate) const IMMORTAL: usize = 1 << 10;
+#[cfg_attr(cancel_tree_loom, allow(dead_code))]
 pub(crate) const ATTACHED: usize = 1 << 11;
 
 pub(crate) const REF_SHIFT: u32 = 12;
@@ -175,6 +176,7 @@ impl Word {
     /// list or queue it has already left, so the count only goes down. On a
     /// single core this never spins: an interrupt handler holding a
     /// reference runs to completion before the owner resumes.
+    #[cfg_attr(cancel_tree_loom, allow(dead_code))]
     pub(crate) fn release_owner_and_wait(&self) {
         self.0.fetch_sub(REF_ONE, Ordering::AcqRel);
         #[cfg(any(feature = "std", cancel_tree_loom))]
