@@ -6,9 +6,12 @@
 #   thumbv7em-none-eabihf  Cortex-M4F  qemu -machine mps2-an386
 #   thumbv6m-none-eabi     Cortex-M0   qemu -machine microbit   (no CAS: portable-atomic)
 #
-# Each target runs twice: with cortex-m's critical-section implementation
-# (what users link) and with the firmware's own timing one (`measure-cs`,
-# which also reports interrupt latency).
+# Each target runs three configurations: the heap API's checks with
+# cortex-m's critical-section implementation (what users link), the same
+# with the firmware's own timing one (`measure-cs`, which also reports
+# interrupt latency), and the heap-free API's checks (`no-alloc`: cancel-tree
+# with no feature at all and NO global allocator; the script also checks
+# that no allocator and no `alloc` crate code is linked into that build).
 #
 # Installs what it needs (rust targets; qemu-system-arm via apt). If QEMU
 # cannot be installed it still builds everything, prints a loud
@@ -18,6 +21,10 @@
 #   bash .ci/firmware.sh          # build + run (what CI does)
 #   bash .ci/firmware.sh sizes    # also print the flash/RAM table of
 #                                 # docs/embedded.md (needs llvm-size)
+#
+# The allocator check of the `no-alloc` build uses llvm-nm (or
+# arm-none-eabi-nm) and llvm-dwarfdump when found; `cargo tree` is always
+# checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,11 +40,72 @@ unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET
 
 TARGETS=(thumbv7em-none-eabihf thumbv6m-none-eabi)
 declare -A MACHINE=([thumbv7em-none-eabihf]=mps2-an386 [thumbv6m-none-eabi]=microbit)
-# Feature sets that are run: cortex-m's critical section, then the timing one.
-CONFIGS=("" "--no-default-features --features scenarios,measure-cs")
+# Feature sets that are run: cortex-m's critical section, then the timing
+# one, then the heap-free checks with no allocator.
+NO_ALLOC="--no-default-features --features single-core-cs,no-alloc"
+CONFIGS=("" "--no-default-features --features scenarios,measure-cs" "$NO_ALLOC")
 TIMEOUT=120
 
 step() { printf '\n=== firmware: %s (%s)\n' "$1" "$(date +%T)"; }
+
+# The first of the given LLVM/binutils tools found (on PATH, or in the
+# toolchain's llvm-tools), or nothing.
+find_tool() {
+    local c
+    for c in "$@"; do
+        if command -v "$c" >/dev/null 2>&1; then echo "$c"; return; fi
+        c="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/$c"
+        if [ -x "$c" ]; then echo "$c"; return; fi
+    done
+}
+
+# Fails (returns 1) unless the build of target $1 with flags $2 links no
+# global allocator and no code of the `alloc` crate: cancel-tree without its
+# `alloc` feature and no embedded-alloc in the dependency graph; no
+# allocator shim or `alloc::` symbol in the ELF; no compile unit of the
+# `alloc` crate (or of an allocator crate) in its debug info.
+check_no_allocator() {
+    local t=$1 flags=$2 elf="$CARGO_TARGET_DIR/$1/release/cancel-tree-firmware" bad=0 nm dd hits tree
+    local ea="not in the graph"
+    # shellcheck disable=SC2086
+    if ! tree=$(cargo tree -q -e features --target "$t" $flags -i cancel-tree); then
+        echo "no-alloc: cargo tree failed"; bad=1
+    fi
+    if grep -q 'cancel-tree feature "alloc"' <<<"$tree"; then
+        echo "no-alloc: cancel-tree is built with its \`alloc\` feature"; bad=1
+    fi
+    # shellcheck disable=SC2086
+    if cargo tree -q --target "$t" $flags -i embedded-alloc >/dev/null 2>&1; then
+        echo "no-alloc: embedded-alloc is in the dependency graph"; bad=1; ea="IN THE GRAPH"
+    fi
+    echo "no-alloc: cargo tree: cancel-tree features = [$(
+        sed -n 's/.*cancel-tree feature "\([^"]*\)".*/\1/p' <<<"$tree" | sort -u | paste -sd, -
+    )], embedded-alloc $ea"
+    nm=$(find_tool llvm-nm arm-none-eabi-nm)
+    if [ -n "$nm" ]; then
+        hits=$("$nm" -C "$elf" | grep -E '__rust_alloc|__rust_dealloc|__rust_realloc|__rg_|__rdl_|(^|[^A-Za-z0-9_:])alloc::|embedded_alloc|linked_list_allocator' || true)
+        if [ -n "$hits" ]; then
+            echo "no-alloc: allocator / alloc symbols linked:"; echo "$hits" | head -20; bad=1
+        else
+            echo "no-alloc: symbols: no __rust_alloc/__rg_alloc/__rdl_*, no alloc:: symbol ($(basename "$nm"))"
+        fi
+    else
+        echo "no-alloc: no llvm-nm / arm-none-eabi-nm: symbols not checked"
+    fi
+    dd=$(find_tool llvm-dwarfdump)
+    if [ -n "$dd" ]; then
+        hits=$("$dd" --debug-info "$elf" | grep -A3 DW_TAG_compile_unit | grep DW_AT_name |
+            grep -E 'library/alloc/|embedded-alloc|linked_list_allocator' || true)
+        if [ -n "$hits" ]; then
+            echo "no-alloc: compile units of alloc / an allocator linked:"; echo "$hits"; bad=1
+        else
+            echo "no-alloc: debug info: no compile unit of the alloc crate or an allocator"
+        fi
+    else
+        echo "no-alloc: no llvm-dwarfdump: compile units not checked"
+    fi
+    return $bad
+}
 
 step "toolchain"
 if command -v rustup >/dev/null 2>&1; then
@@ -77,6 +145,13 @@ for t in "${TARGETS[@]}"; do
         step "build $label"
         # shellcheck disable=SC2086
         cargo build --release --target "$t" $cfg
+        if [ "$cfg" = "$NO_ALLOC" ]; then
+            step "no allocator in $label"
+            if ! check_no_allocator "$t" "$cfg"; then
+                echo "firmware $label: FAILED (an allocator or alloc code is linked)"
+                failed=1
+            fi
+        fi
         if [ -n "$skip_reason" ]; then
             continue
         fi
@@ -102,32 +177,34 @@ done
 
 if [ "$MODE" = sizes ]; then
     step "sizes"
-    size=""
-    for c in llvm-size "$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-size" arm-none-eabi-size; do
-        if command -v "$c" >/dev/null 2>&1; then size=$c; break; fi
-    done
+    size=$(find_tool llvm-size arm-none-eabi-size)
     if [ -z "$size" ] && command -v rustup >/dev/null 2>&1; then
         rustup component add llvm-tools >/dev/null 2>&1 || true
-        c="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-size"
-        if [ -x "$c" ]; then size=$c; fi
+        size=$(find_tool llvm-size)
     fi
     if [ -z "$size" ]; then
         echo "no llvm-size / arm-none-eabi-size found: sizes not measured"
     else
         printf '| target | build | text | data | bss | run |\n|---|---|---:|---:|---:|---|\n'
+        # stub/minimal/minimal-cause/full: the heap API, with the heap;
+        # stub-noheap/noalloc-minimal/noalloc-full: the heap-free API, no
+        # allocator linked.
         for t in "${TARGETS[@]}"; do
-            for b in stub minimal minimal-cause full; do
+            for b in stub minimal minimal-cause full stub-noheap noalloc-minimal noalloc-full; do
                 case $b in
-                    stub) f="--no-default-features --features single-core-cs" ;;
+                    stub) f="--no-default-features --features single-core-cs,heap" ;;
                     minimal) f="--no-default-features --features single-core-cs,minimal" ;;
                     minimal-cause) f="--no-default-features --features single-core-cs,minimal-cause" ;;
                     full) f="" ;;
+                    stub-noheap) f="--no-default-features --features single-core-cs" ;;
+                    noalloc-minimal) f="--no-default-features --features single-core-cs,no-alloc-minimal" ;;
+                    noalloc-full) f="$NO_ALLOC" ;;
                 esac
                 # shellcheck disable=SC2086
                 cargo build -q --release --target "$t" $f
                 read -r text data bss _ < <("$size" "$CARGO_TARGET_DIR/$t/release/cancel-tree-firmware" | tail -1)
                 run="-"
-                if [ -z "$skip_reason" ] && [ "$b" != full ]; then
+                if [ -z "$skip_reason" ] && [ "$b" != full ] && [ "$b" != noalloc-full ]; then
                     # shellcheck disable=SC2086
                     run=$(timeout "$TIMEOUT" cargo run -q --release --target "$t" $f </dev/null 2>&1 | tail -1) || failed=1
                 fi

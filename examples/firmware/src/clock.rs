@@ -100,13 +100,19 @@ impl SysTickClock {
     }
 
     /// How many times the alarm went off.
-    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "scenarios", feature = "no-alloc")),
+        allow(dead_code)
+    )]
     pub fn fires(&self) -> u32 {
         critical_section::with(|cs| self.fires.borrow(cs).get())
     }
 
     /// How many times the library called `set_alarm`.
-    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "scenarios", feature = "no-alloc")),
+        allow(dead_code)
+    )]
     pub fn alarm_requests(&self) -> u32 {
         critical_section::with(|cs| self.alarm_requests.borrow(cs).get())
     }

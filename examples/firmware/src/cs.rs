@@ -105,7 +105,7 @@ mod imp {
                     };
                     let s = &mut *STATS.0.get();
                     let tag = TAG.load(Ordering::Relaxed);
-                    let thread = crate::heap::ipsr() == 0;
+                    let thread = crate::cpu::ipsr() == 0;
                     if thread && tag == Tag::Alloc as u8 {
                         s.alloc_max = s.alloc_max.max(counts);
                     } else if thread && tag == Tag::Sleep as u8 {
@@ -114,7 +114,7 @@ mod imp {
                         s.count += 1;
                         if counts > s.max {
                             s.max = counts;
-                            s.max_ipsr = crate::heap::ipsr();
+                            s.max_ipsr = crate::cpu::ipsr();
                         }
                     }
                 }
@@ -124,6 +124,7 @@ mod imp {
         }
     }
 
+    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
     pub(super) fn reset() {
         cortex_m::interrupt::free(|_| {
             // SAFETY: interrupts are masked.
@@ -131,6 +132,7 @@ mod imp {
         });
     }
 
+    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
     pub(super) fn stats() -> Stats {
         // SAFETY: interrupts are masked.
         cortex_m::interrupt::free(|_| unsafe { *STATS.0.get() })
@@ -145,7 +147,10 @@ pub fn tag(_t: Tag) {
 }
 
 /// Forgets the sections seen so far.
-#[cfg_attr(not(feature = "measure-cs"), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "measure-cs", feature = "scenarios")),
+    allow(dead_code)
+)]
 pub fn reset() {
     #[cfg(feature = "measure-cs")]
     imp::reset();
@@ -153,7 +158,10 @@ pub fn reset() {
 
 /// The sections seen since the last [`reset`] (all zero without
 /// `measure-cs`).
-#[cfg_attr(not(feature = "measure-cs"), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "measure-cs", feature = "scenarios")),
+    allow(dead_code)
+)]
 pub fn stats() -> Stats {
     #[cfg(feature = "measure-cs")]
     return imp::stats();

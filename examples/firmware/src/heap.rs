@@ -85,16 +85,7 @@ pub fn in_handler() -> bool {
     ipsr() != 0
 }
 
-/// The number of the exception being handled (0: thread mode; 14 PendSV,
-/// 15 SysTick).
-pub fn ipsr() -> u32 {
-    let r: u32;
-    // SAFETY: reading IPSR has no side effects.
-    unsafe {
-        core::arch::asm!("mrs {}, IPSR", out(reg) r, options(nomem, nostack, preserves_flags))
-    };
-    r
-}
+pub use crate::cpu::ipsr;
 
 // SAFETY: delegates to LlffHeap, which is a correct allocator; the counters
 // are behind a critical section.

@@ -5,7 +5,10 @@ use core::fmt;
 use cortex_m_semihosting::{debug, hprintln};
 
 /// Counts passed and failed checks.
-#[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "scenarios", feature = "no-alloc")),
+    allow(dead_code)
+)]
 pub struct Report {
     passed: u32,
     failed: u32,
@@ -13,7 +16,10 @@ pub struct Report {
 
 impl Report {
     /// No checks yet.
-    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "scenarios", feature = "no-alloc")),
+        allow(dead_code)
+    )]
     pub const fn new() -> Report {
         Report {
             passed: 0,
@@ -22,7 +28,10 @@ impl Report {
     }
 
     /// Records one check and prints it with `detail`.
-    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "scenarios", feature = "no-alloc")),
+        allow(dead_code)
+    )]
     pub fn check(&mut self, name: &str, ok: bool, detail: fmt::Arguments<'_>) {
         if ok {
             self.passed += 1;
@@ -34,7 +43,10 @@ impl Report {
     }
 
     /// Prints the totals and exits QEMU: success only if every check passed.
-    #[cfg_attr(not(feature = "scenarios"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "scenarios", feature = "no-alloc")),
+        allow(dead_code)
+    )]
     pub fn finish(self) -> ! {
         hprintln!("firmware: {} passed, {} failed", self.passed, self.failed);
         if self.failed == 0 && self.passed > 0 {
