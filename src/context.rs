@@ -320,6 +320,14 @@ impl Context {
     /// * If the context can never be cancelled (a root, `without_cancel`),
     ///   `f` is dropped at once and never runs.
     ///
+    /// The registration keeps the context's scope (and `f`) alive until the
+    /// scope ends or [`AfterFunc::stop`] is called, even if every `Context`
+    /// and the `AfterFunc` handle are dropped: that is what lets `f` run when
+    /// an ancestor is cancelled later. So on a scope that can no longer end
+    /// (its handle detached and no ancestor that can be cancelled) a
+    /// registration that is never stopped stays allocated. Go's garbage
+    /// collector would reclaim it; here, `stop()` it.
+    ///
     /// A panic in `f` is caught (with `std`) so the rest of the cancellation
     /// completes, then resumed on the cancelling thread; if that thread is
     /// already panicking (a `CancelHandle` dropped while unwinding), it is
