@@ -229,7 +229,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     /// ```
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
-        deadline::with_deadline(self, at, Cause::from(Error::DeadlineExceeded))
+        deadline::with_deadline(self, at, Cause::from(Error::DeadlineExceeded), None)
     }
 
     /// [`with_deadline`](Context::with_deadline) at `now() + after`
@@ -242,7 +242,9 @@ impl Context {
     /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
     /// ```
     pub fn with_timeout(&self, after: Duration) -> (Context, CancelHandle) {
-        self.with_deadline(self.now().saturating_add(after))
+        let now = self.now();
+        let cause = Cause::from(Error::DeadlineExceeded);
+        deadline::with_deadline(self, now.saturating_add(after), cause, Some(now))
     }
 
     /// [`with_deadline`](Context::with_deadline) whose [`cause`](Context::cause)
@@ -253,7 +255,7 @@ impl Context {
         at: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        deadline::with_deadline(self, at, cause.into())
+        deadline::with_deadline(self, at, cause.into(), None)
     }
 
     /// [`with_timeout`](Context::with_timeout) with a cause (Go's
@@ -274,7 +276,8 @@ impl Context {
         after: Duration,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        self.with_deadline_cause(self.now().saturating_add(after), cause)
+        let now = self.now();
+        deadline::with_deadline(self, now.saturating_add(after), cause.into(), Some(now))
     }
 
     /// The nearest ancestor's value of type `T` (including `self`'s).

@@ -146,10 +146,14 @@ pub(crate) unsafe fn deadline_of(mut scope: *const Scope) -> Option<Instant> {
 
 /// `with_deadline_cause`.
 #[cfg(feature = "alloc")]
+///
+/// `now`: the clock reading a timeout was computed from, so the clock is
+/// read once per derivation (`None`: read it here).
 pub(crate) fn with_deadline(
     parent: &Context,
     at: Instant,
     cause: Cause,
+    now: Option<Instant>,
 ) -> (Context, CancelHandle) {
     if parent.deadline().is_some_and(|d| d <= at) {
         // The parent ends first: the child just follows it (Go).
@@ -185,7 +189,7 @@ pub(crate) fn with_deadline(
     };
     // SAFETY: the clock lives as long as the tree (see `DeadlineScope`).
     let clock = unsafe { &*clock };
-    if at <= clock.now() {
+    if at <= now.unwrap_or_else(|| clock.now()) {
         // SAFETY: `ctx` holds a reference on `s`.
         unsafe { crate::cancel::cancel(s, Error::DeadlineExceeded, &(*ds).cause) };
         return (ctx, handle);
