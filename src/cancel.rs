@@ -29,7 +29,7 @@ use core::ptr;
 use crate::Cause;
 use crate::Error;
 use crate::node::{self, NodePtr, Scope};
-use crate::state::{self, CANCELLED, WALKING};
+use crate::state::{self, CANCELLED, LINKED, TryEnd, WALKING};
 use crate::waiters::{self, Waiter};
 
 /// Cancels the scope `s` with `err` and `cause`. Returns `true` if this call
@@ -41,6 +41,22 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     // SAFETY: the caller's reference keeps `s` alive.
     let scope = unsafe { &*s };
     let bits = state::end_bits(err, cause.as_error());
+    // Fastest path: a scope that never had children or waiters, ended by a
+    // cause that needs no cell, is the whole subtree: one compare-and-swap.
+    if cause.as_error().is_some() {
+        match scope.hdr.word.try_end_leaf(bits, false, 0) {
+            TryEnd::Ended => {
+                // SAFETY: the caller's reference keeps the node alive.
+                unsafe { crate::deadline::dequeue_if_deadline(s) };
+                return true;
+            }
+            TryEnd::AlreadyEnded => {
+                wait_walk(scope);
+                return false;
+            }
+            TryEnd::Busy => {}
+        }
+    }
     let guard = scope.hdr.word.lock();
     if guard.load() & CANCELLED != 0 {
         drop(guard);
@@ -55,12 +71,9 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     // and moves on).
     // SAFETY: both heads are guarded by the lock we hold.
     if unsafe { is_leaf(scope) } {
-        let kind = state::kind(guard.load());
         guard.unlock_with(bits);
-        if kind == state::KIND_DEADLINE {
-            // SAFETY: the caller's reference keeps the node alive.
-            unsafe { crate::deadline::dequeue_if_deadline(s) };
-        }
+        // SAFETY: the caller's reference keeps the node alive.
+        unsafe { crate::deadline::dequeue_if_deadline(s) };
         return true;
     }
     guard.unlock_with(bits | WALKING);
@@ -109,7 +122,16 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     true
 }
 
+/// How many children a walk flags per hold of their parent's lock: bounds
+/// the time the lock (without `std`: the critical section, interrupts
+/// masked) is held in one go.
+const BATCH: usize = 64;
+
 /// Pops and flags every child of the flagged scope `x`.
+///
+/// Children whose ending needs no lock (see [`state::Word::try_end_leaf`])
+/// are flagged in batches under one hold of `x`'s lock, each with a single
+/// compare-and-swap that also clears its `LINKED`; the rest take both locks.
 ///
 /// # Safety
 /// `x` is alive, flagged, and the caller holds a reference on it.
@@ -121,16 +143,48 @@ unsafe fn flag_children(
     chain: &mut *const Scope,
     deferred: &mut *const Scope,
 ) {
-    loop {
+    let lock_free = cause.as_error().is_some();
+    'hold: loop {
         let gx = x.hdr.word.lock();
-        // SAFETY: we hold x's lock.
-        let d = unsafe { x.pop_child() };
-        if d.is_null() {
-            return;
-        }
-        // SAFETY: `d` was listed under x's lock, which we still hold; a dying
-        // `d` cannot be freed before it takes that lock (`detach_from_parent`).
+        let mut batch = 0;
+        let (d, gx) = loop {
+            // SAFETY: we hold x's lock.
+            let d = unsafe { x.pop_child_links() };
+            if d.is_null() {
+                return;
+            }
+            if !lock_free {
+                break (d, gx);
+            }
+            // SAFETY: `d` was listed under x's lock, which we still hold; a
+            // dying `d` cannot be freed before it takes that lock
+            // (`detach_from_parent`).
+            let child = unsafe { &*d };
+            let word = &child.hdr.word;
+            let mut ended = state::kind(word.load()) == state::KIND_CANCEL
+                && word.try_end_leaf(bits, false, LINKED) == TryEnd::Ended;
+            if !ended && word.try_end_inner(bits, LINKED) == TryEnd::Ended {
+                // Flagged with WALKING and a reference for the walk: its own
+                // lists are drained later. `d` is off every list, so its
+                // sibling links are ours now.
+                // SAFETY: see above.
+                unsafe { push_work(d, work, chain) };
+                ended = true;
+            }
+            if !ended {
+                break (d, gx);
+            }
+            batch += 1;
+            if batch == BATCH {
+                drop(gx);
+                continue 'hold;
+            }
+        };
+        // The locked path: a custom cause to write, a node being freed or
+        // already ended, or a lock held by someone else.
+        // SAFETY: as above.
         let child = unsafe { &*d };
+        child.hdr.word.clear(LINKED);
         let gd = child.hdr.word.lock();
         let w = gd.load();
         if w & CANCELLED != 0 {
@@ -155,9 +209,9 @@ unsafe fn flag_children(
         }
         // SAFETY: d's lock is held.
         if state::kind(w) == state::KIND_CANCEL && unsafe { is_leaf(child) } {
-            // A plain leaf (the common fan-out case): flagging it is all
-            // there is to do, under both locks; no reference, no second
-            // visit. Its free path takes x's lock, so it outlives this.
+            // A plain leaf: flagging it is all there is to do, under both
+            // locks; no reference, no second visit. Its free path takes x's
+            // lock, so it outlives this.
             child.write_cause(cause);
             gd.unlock_with(bits);
             drop(gx);
@@ -172,19 +226,24 @@ unsafe fn flag_children(
         child.write_cause(cause);
         gd.unlock_with(bits | WALKING);
         drop(gx);
-        // `d` is off every list and we hold a reference: its sibling links
-        // are ours now.
-        child.next.with_mut(|n| {
-            // SAFETY: see above.
-            unsafe { *n = *work }
-        });
-        child.prev.with_mut(|p| {
-            // SAFETY: see above.
-            unsafe { *p = *chain }
-        });
-        *work = d;
-        *chain = d;
+        // SAFETY: `d` is off every list and we hold a reference.
+        unsafe { push_work(d, work, chain) };
     }
+}
+
+/// Puts a flagged node (off every list, a walk reference held) on the
+/// walk's work list and chain, threaded through its sibling links.
+///
+/// # Safety
+/// As stated: the sibling links of `d` belong to the walk.
+unsafe fn push_work(d: *const Scope, work: &mut *const Scope, chain: &mut *const Scope) {
+    // SAFETY: (caller) the links are ours.
+    unsafe {
+        (*d).next.with_mut(|n| *n = *work);
+        (*d).prev.with_mut(|p| *p = *chain);
+    }
+    *work = d;
+    *chain = d;
 }
 
 /// `true` if `scope` has no children and no waiters.
@@ -254,7 +313,9 @@ impl Notifier {
         while !self.current.is_null() {
             // SAFETY: the walk holds a reference on `current`.
             let x = unsafe { &*self.current };
-            loop {
+            // A node that never had a waiter has none to notify (and, being
+            // cancelled, can get none now): skip its lock.
+            while x.hdr.word.load() & state::HAS_WAITERS != 0 {
                 let guard = x.hdr.word.lock();
                 // SAFETY: lock held.
                 let link = unsafe { x.pop_waiter() };

@@ -101,7 +101,7 @@ impl Context {
     /// handle) as a child of `self`, and links it under `self`'s scope, or
     /// makes it born-cancelled if that scope already ended.
     pub(crate) fn new_scope(&self, scope: Scope) -> *const Scope {
-        let s: *const Scope = Box::into_raw(Box::new(scope));
+        let s: *const Scope = crate::node_cache::boxed(scope);
         // SAFETY: fresh node, not shared yet; we hold a reference on our node.
         unsafe { self.attach_acquiring(s) };
         s

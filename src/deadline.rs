@@ -261,13 +261,14 @@ pub(crate) unsafe fn dequeue(ds: *const DeadlineScope) {
 /// # Safety
 /// No references remain on `ds`.
 #[cfg(feature = "alloc")]
-pub(crate) unsafe fn free(ds: *const DeadlineScope) {
+pub(crate) unsafe fn free(ds: *const DeadlineScope) -> node::Parent {
     // SAFETY: (caller) last reference.
     unsafe {
         dequeue(ds);
-        node::detach_from_parent(ds.cast());
+        let guard = node::SettleOnUnwind(node::detach_from_parent(ds.cast(), true));
         node::drop_cause(&(*ds).scope);
         drop(Box::from_raw(ds.cast_mut()));
+        guard.defuse()
     }
 }
 

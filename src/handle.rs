@@ -5,6 +5,7 @@ use core::fmt;
 use crate::cancel;
 use crate::context::Context;
 use crate::node::{self, Scope};
+use crate::state;
 use crate::{Cause, Error};
 
 /// The right to cancel the context it was returned with. Go's `CancelFunc`,
@@ -98,6 +99,16 @@ impl Drop for CancelHandle {
                 // `after_func` panic propagates out of the cancel below.
                 unsafe { node::release(self.0.cast()) };
             }
+        }
+        // SAFETY: the handle holds a reference.
+        let word = unsafe { &(*self.scope).hdr.word };
+        // The common case, a plain leaf nobody waits on: end it and give up
+        // the handle's reference in one compare-and-swap (`Busy` if that
+        // reference could be the last, or the node has lists).
+        if state::kind(word.load()) == state::KIND_CANCEL
+            && word.try_end_leaf(state::CANCELLED, true, 0) == state::TryEnd::Ended
+        {
+            return;
         }
         let _release = Release(self.scope);
         // If ours is the last reference, no context, child, waiter or

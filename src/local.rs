@@ -338,7 +338,7 @@ impl Drop for LocalScope<'_> {
         // SAFETY: our parent outlives us; after these two steps no list or
         // queue can lead a walker or the clock to us.
         unsafe {
-            node::detach_from_parent(me);
+            let _ = node::detach_from_parent(me, false);
             deadline::dequeue(me.cast());
         }
         // Give up the owner's reference and wait for walkers / `fire` calls

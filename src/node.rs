@@ -183,6 +183,7 @@ impl Scope {
                 (*head).prev.with_mut(|p| *p = child);
             }
             self.children.with_mut(|h| *h = child);
+            self.hdr.word.mark_locked(state::HAS_KIDS);
             (*child).hdr.word.set_unshared(LINKED);
         }
     }
@@ -221,18 +222,20 @@ impl Scope {
         }
     }
 
-    /// Pops the first child, if any.
+    /// Pops the first child, if any, leaving its `LINKED` set: the caller
+    /// clears it before releasing this scope's lock (a walker folds that into
+    /// the step that flags the child).
     ///
     /// # Safety
     /// The caller holds this scope's lock.
-    pub(crate) unsafe fn pop_child(&self) -> *const Scope {
+    pub(crate) unsafe fn pop_child_links(&self) -> *const Scope {
         let head = self.children.with(|h| {
             // SAFETY: guarded by our lock, held by the caller.
             unsafe { *h }
         });
         if !head.is_null() {
             // SAFETY: head is in this list; lock held.
-            unsafe { self.unlink_child(head) };
+            unsafe { self.unlink_child_links(head) };
         }
         head
     }
@@ -274,48 +277,88 @@ pub(crate) unsafe fn acquire(node: NodePtr) {
 ///
 /// # Safety
 /// The caller owns one reference on `node`, which it gives up.
-pub(crate) unsafe fn release(mut node: NodePtr) {
-    while is_heap(node) {
-        // SAFETY: caller's reference keeps the node alive until this call.
-        if !unsafe { (*node).word.release_ref() } {
-            return;
-        }
-        // SAFETY: we held the last reference; nothing else can reach it
-        // except a walker holding its parent scope's lock, which `free`
-        // synchronises with.
-        let parent = unsafe { (*node).parent };
-        // If dropping a value panics, the guard still releases the parent.
-        let guard = ReleaseOnUnwind(parent);
-        // SAFETY: last reference, as above.
-        #[cfg(feature = "alloc")]
-        unsafe {
-            free(node)
+pub(crate) unsafe fn release(node: NodePtr) {
+    // SAFETY: (caller).
+    unsafe { finish(Parent::Held(node)) }
+}
+
+/// What freeing a node did with its reference on its parent.
+pub(crate) enum Parent {
+    /// Still held: give it up.
+    Held(NodePtr),
+    /// Given up, and it was the last one: the parent must be freed.
+    Dead(NodePtr),
+    /// Given up; others remain.
+    Gone,
+}
+
+/// Settles a parent reference, freeing every node whose last reference goes,
+/// iteratively (a 10M-deep chain frees on a small stack).
+///
+/// # Safety
+/// `Held`: the caller owns that reference. `Dead`: no references remain.
+#[cfg_attr(not(feature = "alloc"), allow(unused_mut, clippy::never_loop))]
+pub(crate) unsafe fn finish(mut next: Parent) {
+    loop {
+        let node = match next {
+            Parent::Gone => return,
+            Parent::Held(node) => {
+                // SAFETY: (caller) a reference keeps the node alive until this
+                // call.
+                if !is_heap(node) || !unsafe { (*node).word.release_ref() } {
+                    return;
+                }
+                node
+            }
+            Parent::Dead(node) => node,
         };
+        #[cfg(feature = "alloc")]
+        {
+            // SAFETY: we hold the last reference; nothing else can reach it
+            // except a walker holding its parent scope's lock, which `free`
+            // synchronises with.
+            next = unsafe { free(node) };
+        }
         // Without `alloc` every node is static or local (IMMORTAL), so a
         // last reference is never seen here.
         #[cfg(not(feature = "alloc"))]
-        debug_assert!(false, "a non-heap node reached a zero count");
-        core::mem::forget(guard);
-        node = parent;
+        {
+            let _ = node;
+            debug_assert!(false, "a non-heap node reached a zero count");
+            return;
+        }
     }
 }
 
-struct ReleaseOnUnwind(NodePtr);
+/// Settles the parent reference if dropping a freed node's contents (a
+/// value, a cause: user code) panics.
+pub(crate) struct SettleOnUnwind(pub(crate) Parent);
 
-impl Drop for ReleaseOnUnwind {
+impl SettleOnUnwind {
+    /// Defuses the guard, returning what it held.
+    pub(crate) fn defuse(self) -> Parent {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the value is moved out once.
+        unsafe { ptr::read(&this.0) }
+    }
+}
+
+impl Drop for SettleOnUnwind {
     fn drop(&mut self) {
+        let next = core::mem::replace(&mut self.0, Parent::Gone);
         // SAFETY: only reached while unwinding out of `free`, when the freed
-        // node's reference on its parent still has to be given up.
-        unsafe { release(self.0) }
+        // node's parent reference still has to be settled.
+        unsafe { finish(next) }
     }
 }
 
-/// Frees one node whose reference count reached zero.
+/// Frees one node whose reference count reached zero, and says what became
+/// of its reference on its parent.
 ///
 /// # Safety
 /// No references remain on `node`.
 #[cfg(feature = "alloc")]
-unsafe fn free(node: NodePtr) {
+unsafe fn free(node: NodePtr) -> Parent {
     // SAFETY: the node is alive until we free it below.
     let word = unsafe { (*node).word.load() };
     match state::kind(word) {
@@ -323,45 +366,58 @@ unsafe fn free(node: NodePtr) {
             let scope = node.cast::<Scope>();
             // SAFETY: our node is a scope that no one else references.
             unsafe {
-                detach_from_parent(scope);
+                let guard = SettleOnUnwind(detach_from_parent(scope, true));
                 drop_cause(&*scope);
-                drop(Box::from_raw(scope.cast_mut()));
+                crate::node_cache::free(scope);
+                guard.defuse()
             }
         }
-        state::KIND_DEADLINE => {
-            // SAFETY: the kind says this is a deadline node.
-            // SAFETY: the kind says this is a deadline node.
-            unsafe { crate::deadline::free(node.cast()) }
-        }
+        // SAFETY: the kind says this is a deadline node.
+        state::KIND_DEADLINE => unsafe { crate::deadline::free(node.cast()) },
         state::KIND_VALUE => {
             let vh = node.cast::<ValueHeader>();
             // SAFETY: the kind says this is a value node made by
-            // `new_value_node`, whose `free` matches its type.
-            unsafe { ((*vh).free)(vh) }
+            // `new_value_node`, whose `free` matches its type; the parent
+            // pointer is immutable.
+            unsafe {
+                let guard = SettleOnUnwind(Parent::Held((*node).parent));
+                ((*vh).free)(vh);
+                guard.defuse()
+            }
         }
         state::KIND_WITHOUT => {
             // SAFETY: made by `Box::new(Header)` in `without_cancel`.
-            unsafe { drop(Box::from_raw(node.cast_mut())) }
+            unsafe {
+                let parent = (*node).parent;
+                drop(Box::from_raw(node.cast_mut()));
+                Parent::Held(parent)
+            }
         }
         state::KIND_CLOCK_ROOT => {
-            // SAFETY: the kind says this is a clock root.
-            // SAFETY: the kind says this is a clock root.
-            unsafe { crate::deadline::free_clock_root(node) }
+            // SAFETY: the kind says this is a clock root (no parent).
+            unsafe { crate::deadline::free_clock_root(node) };
+            Parent::Gone
         }
         _ => unreachable!("corrupt node kind"),
     }
 }
 
-/// Removes a dying scope from its parent scope's child list.
+/// Removes a dying scope from its parent scope's child list. With
+/// `give_up_ref`, the scope's reference on its parent node goes too, in the
+/// same atomic step as the unlock when that node is the scope it was listed
+/// in; the result says what became of it (`Held` without `give_up_ref`).
 ///
 /// # Safety
-/// `scope` has no references left.
-pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
+/// `scope` has no references left (or is a `LocalScope` its owner is
+/// dropping, which holds no reference on its parent: `give_up_ref` false).
+pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) -> Parent {
     // SAFETY: the scope is alive; its parent pointer is immutable and the
     // parent is alive (we still hold our reference on it).
-    let parent_scope = unsafe { scope_of((*scope).hdr.parent) };
+    let parent = unsafe { (*scope).hdr.parent };
+    // SAFETY: as above.
+    let parent_scope = unsafe { scope_of(parent) };
     if parent_scope.is_null() {
-        return; // never linked: the parent cannot be cancelled
+        return Parent::Held(parent); // never linked: the parent cannot be cancelled
     }
     // Always take the lock, even if LINKED looks clear: a walker that popped
     // us may still be inspecting us under this lock, and taking it waits for
@@ -374,7 +430,16 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope) {
             (*parent_scope).unlink_child_links(scope);
         }
     }
-    drop(guard);
+    if give_up_ref && parent == parent_scope.cast() {
+        if guard.unlock_and_release() {
+            Parent::Dead(parent)
+        } else {
+            Parent::Gone
+        }
+    } else {
+        drop(guard);
+        Parent::Held(parent)
+    }
 }
 
 /// Gives up the node's count on its custom cause.

@@ -11,7 +11,9 @@
 //!  bit  9      LINKED       the node is in its parent scope's child list
 //!  bit 10      IMMORTAL     never freed (saturated count, static or local)
 //!  bit 11      ATTACHED     a `LocalScope` has joined its parent
-//!  bit 12..    refs         strong references (REF_ONE each)
+//!  bit 12      HAS_KIDS     a child was ever linked (sticky)
+//!  bit 13      HAS_WAITERS  a waiter was ever linked (sticky)
+//!  bit 14..    refs         strong references (REF_ONE each)
 //! ```
 //!
 //! `is_cancelled()` and `err()` are one `Acquire` load of this word. The
@@ -24,7 +26,21 @@
 //! With `std` it is a spin lock on `LOCKED` (critical sections are O(1): a
 //! link, an unlink, a pop). Without `std` it is a `critical-section`
 //! (interrupts masked on single-core MCUs), so `cancel` from an interrupt
-//! handler can never spin on a lock held by the code it interrupted.
+//! handler can never spin on a lock held by the code it interrupted; the
+//! holder still sets `LOCKED` inside it, so the lock-free paths below see a
+//! held lock the same way in both configurations.
+//!
+//! ## Lock-free endings
+//!
+//! `HAS_KIDS` / `HAS_WAITERS` are set (under the lock) before the first
+//! child / waiter is linked and never cleared. A node whose word shows
+//! neither, nor `LOCKED`, has empty lists at that instant, and anyone who
+//! links later holds the lock and checks `CANCELLED` first. So a plain leaf
+//! is ended by one compare-and-swap of its word ([`Word::try_end_leaf`]),
+//! with no lock, when the cause needs no cell (a kind, not a custom value).
+//! A node that does have lists is flagged by one compare-and-swap too
+//! ([`Word::try_end_inner`]: the end bits, `WALKING` and the walk's
+//! reference together); its lists are then drained under its lock.
 
 use crate::Error;
 use crate::sync::{AtomicUsize, Ordering};
@@ -36,7 +52,6 @@ pub(crate) const KIND_VALUE: usize = 2;
 pub(crate) const KIND_WITHOUT: usize = 3;
 pub(crate) const KIND_CLOCK_ROOT: usize = 4;
 
-#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) const LOCKED: usize = 1 << 3;
 pub(crate) const CANCELLED: usize = 1 << 4;
 pub(crate) const ERR_DEADLINE: usize = 1 << 5;
@@ -47,8 +62,10 @@ pub(crate) const LINKED: usize = 1 << 9;
 pub(crate) const IMMORTAL: usize = 1 << 10;
 #[cfg_attr(cancel_tree_loom, allow(dead_code))]
 pub(crate) const ATTACHED: usize = 1 << 11;
+pub(crate) const HAS_KIDS: usize = 1 << 12;
+pub(crate) const HAS_WAITERS: usize = 1 << 13;
 
-pub(crate) const REF_SHIFT: u32 = 12;
+pub(crate) const REF_SHIFT: u32 = 14;
 pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
 /// Past this many references a node becomes immortal instead of risking an
 /// overflow into the flag bits (2^50 on 64-bit, 2^18 on 32-bit targets).
@@ -205,6 +222,11 @@ impl Word {
             // order of their creation (they are scoped values), which is the
             // nesting order critical-section requires.
             let restore = unsafe { critical_section::acquire() };
+            // Every node lock is this one critical section, so no other
+            // holder can have `LOCKED` set now; setting it tells the
+            // lock-free paths (another core's) that the lists are busy.
+            let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
+            debug_assert_eq!(prev & LOCKED, 0);
             Guard {
                 word: self,
                 restore,
@@ -266,6 +288,83 @@ impl Word {
         }
     }
 
+    /// Sets the sticky `HAS_KIDS` / `HAS_WAITERS` bits (an RMW once per node:
+    /// later calls only load). The caller holds the node's lock, so no
+    /// lock-free ending can happen until it is released.
+    #[inline]
+    pub(crate) fn mark_locked(&self, bits: usize) {
+        debug_assert_eq!(bits & !(HAS_KIDS | HAS_WAITERS), 0);
+        let cur = self.0.load(Ordering::Relaxed);
+        debug_assert_ne!(cur & LOCKED, 0);
+        if cur & bits != bits {
+            self.0.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a plain leaf without its lock: one compare-and-swap that sets
+    /// `bits` (end bits whose cause needs no cell) if the word shows no lock,
+    /// no lists ever, and no ending yet. With `release`, the same step drops
+    /// one reference, which must not be the last (returns `Busy` instead).
+    ///
+    /// `Release` on success publishes everything before it (as `unlock_with`
+    /// does); `Acquire` pairs with the unlock of whoever touched the node
+    /// last, so a registrar that linked under the lock is seen as `Busy`.
+    #[inline]
+    ///
+    /// `clear` bits are cleared in the same step (a walker's `LINKED`).
+    pub(crate) fn try_end_leaf(&self, bits: usize, release: bool, clear: usize) -> TryEnd {
+        debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
+        let delta = if release { REF_ONE } else { 0 };
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            if cur & CANCELLED != 0 {
+                return TryEnd::AlreadyEnded;
+            }
+            if cur & (LOCKED | HAS_KIDS | HAS_WAITERS) != 0
+                || (release && refs(cur) < 2 && cur & IMMORTAL == 0)
+            {
+                return TryEnd::Busy;
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                ((cur | bits) & !clear) - delta,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return TryEnd::Ended,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Flags a node for a walk without its lock: one compare-and-swap that
+    /// sets `bits | WALKING` and takes a reference for the walk, if the word
+    /// shows no lock, no ending yet, and a live count (a node at zero is
+    /// being freed: `Busy`). The node's lists are drained later, under its
+    /// lock; whoever links to them meanwhile sees `CANCELLED` first.
+    #[inline]
+    pub(crate) fn try_end_inner(&self, bits: usize, clear: usize) -> TryEnd {
+        debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            if cur & CANCELLED != 0 {
+                return TryEnd::AlreadyEnded;
+            }
+            if cur & LOCKED != 0 || refs(cur) == 0 || refs(cur) >= REF_SATURATE {
+                return TryEnd::Busy;
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                ((cur | bits | WALKING) & !clear) + REF_ONE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return TryEnd::Ended,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// `true` if the caller's reference is the only one (for a handle about
     /// to drop: nothing else can observe the node then).
     #[inline]
@@ -299,23 +398,53 @@ impl Guard<'_> {
     pub(crate) fn unlock_with(self, bits: usize) {
         debug_assert_eq!(bits & !(END_BITS | WALKING), 0);
         debug_assert_eq!(self.word.0.load(Ordering::Relaxed) & bits, 0);
-        #[cfg(feature = "std")]
-        {
-            self.word.0.fetch_xor(bits | LOCKED, Ordering::Release);
-            core::mem::forget(self);
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            self.word.0.fetch_or(bits, Ordering::Release);
-            drop(self);
-        }
+        self.word.0.fetch_xor(bits | LOCKED, Ordering::Release);
+        self.forget();
     }
+
+    /// Releases the lock and drops one reference in the same step. Returns
+    /// `true` if that was the last reference (as [`Word::release_ref`]).
+    #[inline]
+    #[must_use]
+    pub(crate) fn unlock_and_release(self) -> bool {
+        let word = self.word;
+        let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
+        self.forget();
+        if refs(prev) != 1 || prev & IMMORTAL != 0 {
+            return false;
+        }
+        // As in `release_ref`.
+        word.0.load(Ordering::Acquire);
+        true
+    }
+
+    /// Ends the guard after its word already cleared `LOCKED`.
+    #[inline]
+    fn forget(self) {
+        #[cfg(not(feature = "std"))]
+        // SAFETY: `restore` came from the `acquire` in `Word::lock`, and this
+        // is the only release for it (the guard is forgotten below).
+        unsafe {
+            critical_section::release(self.restore)
+        };
+        core::mem::forget(self);
+    }
+}
+
+/// What a lock-free ending attempt found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TryEnd {
+    /// This call ended the node.
+    Ended,
+    /// The node had already ended.
+    AlreadyEnded,
+    /// The lock is held or the node has (had) lists: take the locked path.
+    Busy,
 }
 
 impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
-        #[cfg(feature = "std")]
         self.word.0.fetch_and(!LOCKED, Ordering::Release);
         #[cfg(not(feature = "std"))]
         // SAFETY: `restore` came from the `acquire` in `Word::lock`, and this

@@ -94,6 +94,7 @@ impl Scope {
                 (*head).prev.with_mut(|p| *p = link);
             }
             self.waiters.with_mut(|h| *h = link);
+            self.hdr.word.mark_locked(state::HAS_WAITERS);
             (*link).set_status(LINKED);
         }
     }

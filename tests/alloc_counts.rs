@@ -95,12 +95,17 @@ fn hot_path_and_clones_never_allocate() {
 #[test]
 fn one_allocation_of_at_most_64_bytes_per_child() {
     let (parent, _h) = Context::background().with_cancel();
+    // Empty this thread's node cache so the child comes from the allocator.
+    cancel_tree::trim_thread_cache();
     let (a0, b0) = (allocs(), live());
     let (child, h) = parent.with_cancel();
     let (a1, b1) = (allocs(), live());
     assert_eq!(a1 - a0, 1, "one allocation per child");
     assert!(b1 - b0 <= 64, "child node is {} bytes", b1 - b0);
     drop((child, h));
+    // The freed node waits in the thread's cache until trimmed.
+    assert_eq!(live(), b1);
+    cancel_tree::trim_thread_cache();
     assert_eq!(live(), b0);
     eprintln!("with_cancel child: {} bytes", b1 - b0);
 }
@@ -126,8 +131,29 @@ fn parent_does_not_grow_across_a_million_children() {
             }
         }
     }
-    assert_eq!(live(), base, "memory must be O(live nodes)");
+    // At most the thread's node cache (32 blocks of 64 bytes) is kept...
+    assert!(
+        live() - base <= 32 * 64,
+        "memory must be O(live nodes): {} bytes kept",
+        live() - base
+    );
+    // ...and returned on request.
+    cancel_tree::trim_thread_cache();
+    assert!(live() <= base, "memory must be O(live nodes)");
     drop(grand_parent_child);
+}
+
+#[test]
+fn short_lived_children_reuse_cached_nodes() {
+    let (parent, _h) = Context::background().with_cancel();
+    let a0 = allocs();
+    for _ in 0..(if cfg!(miri) { 100 } else { 10_000 }) {
+        let (c, h) = parent.with_cancel();
+        drop((c, h));
+    }
+    // The first child may need the allocator; every later one reuses the
+    // node its predecessor left in the thread's cache.
+    assert!(allocs() - a0 <= 1, "{} allocations", allocs() - a0);
 }
 
 #[test]

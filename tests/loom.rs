@@ -342,3 +342,76 @@ fn leaf_fast_cancel_vs_parent_cancel() {
         assert!(matches!(tag_of(&child), Some(1) | Some(2)));
     });
 }
+
+/// Counts drops of the value it is stored as (to see a node freed exactly
+/// once: the value's node is freed when its last child goes).
+struct Drops(Arc<AtomicUsize>);
+impl Drop for Drops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A handle dropped while its context lives (the lock-free end-and-release
+/// in one step) racing the parent's walk flagging the same leaf without its
+/// lock: the leaf ends once, with the right error, and is freed once.
+#[test]
+fn leaf_end_and_release_vs_parent_walk() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (parent, pcancel) = Context::background().with_cancel();
+        let (child, ch) = parent.with_cancel();
+        let holder = child.with_value(Drops(dropped.clone()));
+        drop(child);
+        let t = thread::spawn(move || drop(ch));
+        pcancel.cancel();
+        t.join().unwrap();
+        assert!(holder.is_cancelled());
+        assert_eq!(holder.err(), Some(Error::Canceled));
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(holder);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A walk that flags a child without its lock while another thread derives
+/// the child's first child (taking the child's lock, setting HAS_KIDS): the
+/// grandchild ends cancelled whichever way it goes.
+#[test]
+fn walk_flag_vs_first_grandchild() {
+    loom::model(|| {
+        let (root, rcancel) = Context::background().with_cancel();
+        let (child, _ch) = root.with_cancel();
+        let t = thread::spawn(move || rcancel.cancel());
+        let (grandchild, _gh) = child.with_cancel();
+        t.join().unwrap();
+        assert!(child.is_cancelled());
+        assert!(grandchild.is_cancelled());
+        assert_eq!(
+            grandchild.cause().and_then(|c| c.as_error()),
+            Some(Error::Canceled)
+        );
+    });
+}
+
+/// The last child leaving its parent (unlock and parent release in one
+/// step) racing the parent's own last references going: the parent, and so
+/// the value node above it, is freed exactly once.
+#[test]
+fn child_free_vs_parent_free() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let v = Context::background().with_value(Drops(dropped.clone()));
+        let (parent, ph) = v.with_cancel();
+        drop(v);
+        let (child, chh) = parent.with_cancel();
+        let t = thread::spawn(move || {
+            drop(chh);
+            drop(child);
+        });
+        drop(ph);
+        drop(parent);
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
