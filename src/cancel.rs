@@ -127,11 +127,42 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
 /// masked) is held in one go.
 const BATCH: usize = 64;
 
-/// Pops and flags every child of the flagged scope `x`.
-///
-/// Children whose ending needs no lock (see [`state::Word::try_end_leaf`])
-/// are flagged in batches under one hold of `x`'s lock, each with a single
-/// compare-and-swap that also clears its `LINKED`; the rest take both locks.
+/// One child list of a scope: its own, or one of its shards.
+#[derive(Clone, Copy)]
+enum List<'a> {
+    Own(&'a Scope),
+    #[cfg(cancel_tree_shards)]
+    Shard(&'a crate::shards::Shard),
+}
+
+/// The held lock of a [`List`] (held for its `Drop`, which unlocks).
+#[allow(dead_code)]
+enum ListGuard<'a> {
+    Own(crate::state::Guard<'a>),
+    #[cfg(cancel_tree_shards)]
+    Shard(crate::shards::ShardGuard<'a>),
+}
+
+impl<'a> List<'a> {
+    fn lock(self) -> ListGuard<'a> {
+        match self {
+            List::Own(x) => ListGuard::Own(x.hdr.word.lock()),
+            #[cfg(cancel_tree_shards)]
+            List::Shard(sh) => ListGuard::Shard(sh.lock()),
+        }
+    }
+
+    fn head(self) -> &'a crate::sync::UnsafeCell<*const Scope> {
+        match self {
+            List::Own(x) => &x.children,
+            #[cfg(cancel_tree_shards)]
+            List::Shard(sh) => &sh.head,
+        }
+    }
+}
+
+/// Pops and flags every child of the flagged scope `x`: its own list, then
+/// its shards (read under its lock, see `shards::install`).
 ///
 /// # Safety
 /// `x` is alive, flagged, and the caller holds a reference on it.
@@ -143,20 +174,57 @@ unsafe fn flag_children(
     chain: &mut *const Scope,
     deferred: &mut *const Scope,
 ) {
+    // SAFETY: (caller).
+    unsafe { flag_list(List::Own(x), bits, cause, work, chain, deferred) };
+    #[cfg(cancel_tree_shards)]
+    {
+        let shards = {
+            let _g = x.hdr.word.lock();
+            crate::shards::of(x)
+        };
+        if !shards.is_null() {
+            // SAFETY: the array lives as long as `x`.
+            for sh in unsafe { &(*shards).shard } {
+                // SAFETY: (caller).
+                unsafe { flag_list(List::Shard(sh), bits, cause, work, chain, deferred) };
+            }
+        }
+    }
+}
+
+/// Pops and flags every child in one list of a flagged scope.
+///
+/// Children whose ending needs no lock (see [`state::Word::try_end_leaf`])
+/// are flagged in batches under one hold of the list's lock, each with a
+/// single compare-and-swap that also clears its `LINKED`; the rest take both
+/// locks.
+///
+/// # Safety
+/// The list's scope is alive, flagged, and the caller holds a reference on
+/// it.
+unsafe fn flag_list(
+    list: List<'_>,
+    bits: usize,
+    cause: &Cause,
+    work: &mut *const Scope,
+    chain: &mut *const Scope,
+    deferred: &mut *const Scope,
+) {
     let lock_free = cause.as_error().is_some();
+    let head = list.head();
     'hold: loop {
-        let gx = x.hdr.word.lock();
+        let gx = list.lock();
         let mut batch = 0;
         let (d, gx) = loop {
-            // SAFETY: we hold x's lock.
-            let d = unsafe { x.pop_child_links() };
+            // SAFETY: we hold the list's lock.
+            let d = unsafe { node::pop(head) };
             if d.is_null() {
                 return;
             }
             if !lock_free {
                 break (d, gx);
             }
-            // SAFETY: `d` was listed under x's lock, which we still hold; a
+            // SAFETY: `d` was listed under the lock, which we still hold; a
             // dying `d` cannot be freed before it takes that lock
             // (`detach_from_parent`).
             let child = unsafe { &*d };
@@ -210,8 +278,8 @@ unsafe fn flag_children(
         // SAFETY: d's lock is held.
         if state::kind(w) == state::KIND_CANCEL && unsafe { is_leaf(child) } {
             // A plain leaf: flagging it is all there is to do, under both
-            // locks; no reference, no second visit. Its free path takes x's
-            // lock, so it outlives this.
+            // locks; no reference, no second visit. Its free path takes the
+            // list's lock, so it outlives this.
             child.write_cause(cause);
             gd.unlock_with(bits);
             drop(gx);
@@ -252,6 +320,11 @@ unsafe fn push_work(d: *const Scope, work: &mut *const Scope, chain: &mut *const
 /// The caller holds `scope`'s lock.
 unsafe fn is_leaf(scope: &Scope) -> bool {
     // SAFETY: both heads are guarded by the lock (caller).
+    #[cfg(cancel_tree_shards)]
+    if !crate::shards::of(scope).is_null() {
+        return false;
+    }
+    // SAFETY: both heads are guarded by the lock (caller).
     unsafe { scope.children.with(|c| (*c).is_null()) && scope.waiters.with(|w| (*w).is_null()) }
 }
 
@@ -267,11 +340,22 @@ unsafe fn leave_parent(s: *const Scope) {
     }
     // SAFETY: as above.
     let parent = unsafe { &*parent };
-    let guard = parent.hdr.word.lock();
-    // SAFETY: under the parent's lock, LINKED says whether we are listed.
+    #[cfg(cancel_tree_shards)]
+    // SAFETY: `s` is alive and its shard bits are fixed.
+    let list = match crate::shards::shard_of(unsafe { (*s).hdr.word.load() }) {
+        // SAFETY: the parent's array was installed before `s` was linked in
+        // it, and lives as long as the parent.
+        Some(k) => List::Shard(unsafe { &(*crate::shards::of(parent)).shard[k] }),
+        None => List::Own(parent),
+    };
+    #[cfg(not(cancel_tree_shards))]
+    let list = List::Own(parent);
+    let guard = list.lock();
+    // SAFETY: under the list's lock, LINKED says whether we are listed.
     unsafe {
         if (*s).hdr.word.load() & state::LINKED != 0 {
-            parent.unlink_child(s);
+            node::unlink(list.head(), s);
+            (*s).hdr.word.clear(LINKED);
         }
     }
     drop(guard);

@@ -138,6 +138,10 @@ impl Context {
         // SAFETY: our scope is alive while we are; `s` is fresh (caller).
         unsafe {
             let parent = &*self.scope;
+            #[cfg(cancel_tree_shards)]
+            if acquire && attach_sharded(parent, s) {
+                return;
+            }
             let guard = if acquire {
                 parent.hdr.word.lock_and_acquire_ref()
             } else {
@@ -534,4 +538,48 @@ impl fmt::Debug for Context {
             Some(e) => write!(f, ", {e})"),
         }
     }
+}
+
+/// Links a fresh child `s` (whose parent node is `parent`) into the calling
+/// thread's shard of `parent`, taking its reference there, or makes it
+/// born-cancelled. The shard array is installed the first time the parent's
+/// own lock is found taken (another thread is deriving or dropping a child
+/// right now). Returns `false` (nothing done) when the parent has no array and
+/// its lock is free, or cannot have one: use the parent's own list then.
+///
+/// # Safety
+/// `s` is alive and not shared yet; the caller holds a reference on `parent`.
+#[cfg(cancel_tree_shards)]
+unsafe fn attach_sharded(parent: &Scope, s: *const Scope) -> bool {
+    let mut shards = crate::shards::of(parent);
+    if shards.is_null() {
+        if parent.hdr.word.load() & state::LOCKED == 0 {
+            return false;
+        }
+        shards = crate::shards::install(parent);
+        if shards.is_null() {
+            return false;
+        }
+    }
+    let k = crate::shards::index();
+    // SAFETY: the array lives as long as the parent.
+    let shard = unsafe { &(*shards).shard[k] };
+    let mut guard = shard.lock();
+    // The caller's reference on the parent keeps the array's own reference
+    // from being the last, so the array cannot be collapsing.
+    debug_assert!(!guard.collapsed());
+    let w = parent.hdr.word.load();
+    // SAFETY: `s` is fresh and unshared until linked below; the shard's
+    // lock guards its list.
+    unsafe {
+        (*s).hdr.word.set_unshared(crate::shards::shard_bits(k));
+        if w & CANCELLED != 0 {
+            (*s).inherit_end(parent, w);
+        } else {
+            crate::node::link(&shard.head, s);
+        }
+    }
+    guard.count_child();
+    drop(guard);
+    true
 }

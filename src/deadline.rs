@@ -267,6 +267,8 @@ pub(crate) unsafe fn free(ds: *const DeadlineScope) -> node::Parent {
         dequeue(ds);
         let guard = node::SettleOnUnwind(node::detach_from_parent(ds.cast(), true));
         node::drop_cause(&(*ds).scope);
+        #[cfg(cancel_tree_shards)]
+        crate::shards::free(&(*ds).scope);
         drop(Box::from_raw(ds.cast_mut()));
         guard.defuse()
     }

@@ -58,6 +58,8 @@ mod clock;
 mod context;
 #[cfg(feature = "alloc")]
 mod node_cache;
+#[cfg(cancel_tree_shards)]
+mod shards;
 // Parts of this module serve only the heap (`alloc`) API.
 #[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod deadline;

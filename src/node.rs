@@ -22,7 +22,7 @@ use crate::arc::Arc;
 #[cfg(feature = "alloc")]
 use crate::cause::CustomCause;
 use crate::cause::{Cause, Repr};
-use crate::state::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, LINKED, Word};
+use crate::state::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, LINKED, Released, Word};
 use crate::sync::UnsafeCell;
 use crate::waiters::WaitLink;
 
@@ -49,7 +49,7 @@ pub(crate) struct Header {
 }
 
 /// A cancellation scope: `with_cancel` (and the first part of a deadline
-/// node). 56 bytes on 64-bit targets.
+/// node). 64 bytes on 64-bit targets with `std` (56 without).
 #[repr(C)]
 pub(crate) struct Scope {
     pub(crate) hdr: Header,
@@ -67,6 +67,10 @@ pub(crate) struct Scope {
     /// Written once, under the lock, before `CANCELLED` is published; read
     /// only after seeing `CANCELLED` with `Acquire`.
     pub(crate) cause: UnsafeCell<*const ()>,
+    /// The shard array, installed the first time two threads derive from
+    /// this scope at once (see [`shards`](crate::shards)); null until then.
+    #[cfg(cancel_tree_shards)]
+    pub(crate) shards: crate::sync::AtomicPtr<crate::shards::Shards>,
 }
 
 /// The fixed part of a `with_value` node; the value follows it.
@@ -100,6 +104,8 @@ impl Scope {
             children: UnsafeCell::new(ptr::null()),
             waiters: UnsafeCell::new(ptr::null()),
             cause: UnsafeCell::new(ptr::null()),
+            #[cfg(cancel_tree_shards)]
+            shards: crate::sync::AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -117,6 +123,8 @@ impl Scope {
             children: UnsafeCell::new(ptr::null()),
             waiters: UnsafeCell::new(ptr::null()),
             cause: UnsafeCell::new(ptr::null()),
+            #[cfg(cancel_tree_shards)]
+            shards: crate::sync::AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -165,80 +173,76 @@ impl Scope {
         self.hdr.word.set_unshared(from_word & END_BITS);
     }
 
-    /// Links `child` at the front of this scope's child list.
+    /// Links `child` at the front of this scope's own child list.
     ///
     /// # Safety
     /// The caller holds this scope's lock; `child` is alive, in no list, and
     /// not yet visible to any other thread (its `LINKED` is set with a plain
     /// store).
     pub(crate) unsafe fn link_child(&self, child: *const Scope) {
-        // SAFETY: all four cells are guarded by this scope's lock, which the
-        // caller holds; `child` and the old head are alive (listed nodes
-        // unlink themselves, under this lock, before they are freed).
-        unsafe {
-            let head = self.children.with(|h| *h);
-            (*child).prev.with_mut(|p| *p = ptr::null());
-            (*child).next.with_mut(|n| *n = head);
-            if !head.is_null() {
-                (*head).prev.with_mut(|p| *p = child);
-            }
-            self.children.with_mut(|h| *h = child);
-            self.hdr.word.mark_locked(state::HAS_KIDS);
-            (*child).hdr.word.set_unshared(LINKED);
-        }
+        self.hdr.word.mark_locked(state::HAS_KIDS);
+        // SAFETY: (caller) the lock guards the list.
+        unsafe { link(&self.children, child) }
     }
+}
 
-    /// Removes `child` from this scope's child list and clears its `LINKED`.
-    ///
-    /// # Safety
-    /// The caller holds this scope's lock and `child` is in this list.
-    pub(crate) unsafe fn unlink_child(&self, child: *const Scope) {
-        // SAFETY: (caller).
-        unsafe {
-            self.unlink_child_links(child);
-            (*child).hdr.word.clear(LINKED);
+/// Links `child` at the front of the child list headed by `head`.
+///
+/// # Safety
+/// The caller holds the lock guarding that list; `child` is alive, in no
+/// list, and not yet visible to any other thread.
+pub(crate) unsafe fn link(head: &UnsafeCell<*const Scope>, child: *const Scope) {
+    // SAFETY: all four cells are guarded by the list's lock, which the caller
+    // holds; `child` and the old head are alive (listed nodes unlink
+    // themselves, under this lock, before they are freed).
+    unsafe {
+        let first = head.with(|h| *h);
+        (*child).prev.with_mut(|p| *p = ptr::null());
+        (*child).next.with_mut(|n| *n = first);
+        if !first.is_null() {
+            (*first).prev.with_mut(|p| *p = child);
         }
+        head.with_mut(|h| *h = child);
+        (*child).hdr.word.set_unshared(LINKED);
     }
+}
 
-    /// Removes `child` from the list without touching its word (for a child
-    /// that is being freed: nobody reads its `LINKED` again).
-    ///
-    /// # Safety
-    /// As for `unlink_child`.
-    pub(crate) unsafe fn unlink_child_links(&self, child: *const Scope) {
-        // SAFETY: as in `link_child`: the lock guards every cell touched, and
-        // listed neighbours are alive.
-        unsafe {
-            let prev = (*child).prev.with(|p| *p);
-            let next = (*child).next.with(|n| *n);
-            if prev.is_null() {
-                self.children.with_mut(|h| *h = next);
-            } else {
-                (*prev).next.with_mut(|n| *n = next);
-            }
-            if !next.is_null() {
-                (*next).prev.with_mut(|p| *p = prev);
-            }
+/// Removes `child` from the list headed by `head` without touching its word
+/// (the caller clears `LINKED`, or the child is being freed).
+///
+/// # Safety
+/// The caller holds the lock guarding that list and `child` is in it.
+pub(crate) unsafe fn unlink(head: &UnsafeCell<*const Scope>, child: *const Scope) {
+    // SAFETY: as in `link`: the lock guards every cell touched, and listed
+    // neighbours are alive.
+    unsafe {
+        let prev = (*child).prev.with(|p| *p);
+        let next = (*child).next.with(|n| *n);
+        if prev.is_null() {
+            head.with_mut(|h| *h = next);
+        } else {
+            (*prev).next.with_mut(|n| *n = next);
+        }
+        if !next.is_null() {
+            (*next).prev.with_mut(|p| *p = prev);
         }
     }
+}
 
-    /// Pops the first child, if any, leaving its `LINKED` set: the caller
-    /// clears it before releasing this scope's lock (a walker folds that into
-    /// the step that flags the child).
-    ///
-    /// # Safety
-    /// The caller holds this scope's lock.
-    pub(crate) unsafe fn pop_child_links(&self) -> *const Scope {
-        let head = self.children.with(|h| {
-            // SAFETY: guarded by our lock, held by the caller.
-            unsafe { *h }
-        });
-        if !head.is_null() {
-            // SAFETY: head is in this list; lock held.
-            unsafe { self.unlink_child_links(head) };
-        }
-        head
+/// Pops the first child of the list headed by `head`, if any, leaving its
+/// `LINKED` set: the caller clears it before releasing the list's lock (a
+/// walker folds that into the step that flags the child).
+///
+/// # Safety
+/// The caller holds the lock guarding that list.
+pub(crate) unsafe fn pop(head: &UnsafeCell<*const Scope>) -> *const Scope {
+    // SAFETY: guarded by the lock, held by the caller.
+    let first = head.with(|h| unsafe { *h });
+    if !first.is_null() {
+        // SAFETY: `first` is in this list; lock held.
+        unsafe { unlink(head, first) };
     }
+    first
 }
 
 /// The nearest cancellation scope of `node` itself (null if it cannot be
@@ -290,6 +294,22 @@ pub(crate) enum Parent {
     Dead(NodePtr),
     /// Given up; others remain.
     Gone,
+    /// Given up, leaving only the parent's shard array's reference: collapse
+    /// that array (see [`shards`](crate::shards)).
+    #[cfg(cancel_tree_shards)]
+    Collapse(NodePtr),
+}
+
+impl Parent {
+    /// What is left to do after dropping a reference on `node`.
+    fn after_release(node: NodePtr, r: Released) -> Parent {
+        match r {
+            Released::Kept => Parent::Gone,
+            Released::Last => Parent::Dead(node),
+            #[cfg(cancel_tree_shards)]
+            Released::Collapse => Parent::Collapse(node),
+        }
+    }
 }
 
 /// Settles a parent reference, freeing every node whose last reference goes,
@@ -303,12 +323,20 @@ pub(crate) unsafe fn finish(mut next: Parent) {
         let node = match next {
             Parent::Gone => return,
             Parent::Held(node) => {
-                // SAFETY: (caller) a reference keeps the node alive until this
-                // call.
-                if !is_heap(node) || !unsafe { (*node).word.release_ref() } {
+                if !is_heap(node) {
                     return;
                 }
-                node
+                // SAFETY: (caller) a reference keeps the node alive until this
+                // call.
+                next = Parent::after_release(node, unsafe { (*node).word.release_ref() });
+                continue;
+            }
+            #[cfg(cancel_tree_shards)]
+            Parent::Collapse(node) => {
+                // SAFETY: only the shard array's reference remains, which
+                // keeps the node alive until `collapse` drops it.
+                next = unsafe { crate::shards::collapse(node.cast()) };
+                continue;
             }
             Parent::Dead(node) => node,
         };
@@ -368,6 +396,8 @@ unsafe fn free(node: NodePtr) -> Parent {
             unsafe {
                 let guard = SettleOnUnwind(detach_from_parent(scope, true));
                 drop_cause(&*scope);
+                #[cfg(cancel_tree_shards)]
+                crate::shards::free(&*scope);
                 crate::node_cache::free(scope);
                 guard.defuse()
             }
@@ -419,6 +449,32 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) 
     if parent_scope.is_null() {
         return Parent::Held(parent); // never linked: the parent cannot be cancelled
     }
+    #[cfg(cancel_tree_shards)]
+    // SAFETY: the scope is alive; its shard bits are fixed.
+    if let Some(k) = crate::shards::shard_of(unsafe { (*scope).hdr.word.load() }) {
+        // Only heap children whose parent node is the scope are sharded, and
+        // each holds a reference counted in its shard.
+        debug_assert!(give_up_ref && parent == parent_scope.cast());
+        // SAFETY: the parent scope is alive (our counted reference), and its
+        // array was installed before we were linked in it.
+        let shard = unsafe { &(*crate::shards::of(&*parent_scope)).shard[k] };
+        let mut guard = shard.lock();
+        // SAFETY: as below, with the shard's lock.
+        unsafe {
+            if (*scope).hdr.word.load() & LINKED != 0 {
+                unlink(&shard.head, scope);
+            }
+        }
+        if guard.collapsed() {
+            // Our count moved to the parent's word.
+            drop(guard);
+            // SAFETY: our reference keeps the parent alive until this call.
+            return Parent::after_release(parent, unsafe { (*parent).word.release_ref() });
+        }
+        guard.uncount_child();
+        drop(guard);
+        return Parent::Gone;
+    }
     // Always take the lock, even if LINKED looks clear: a walker that popped
     // us may still be inspecting us under this lock, and taking it waits for
     // that to finish.
@@ -427,15 +483,11 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) 
     // SAFETY: under the parent's lock, LINKED tells whether we are listed.
     unsafe {
         if (*scope).hdr.word.load() & LINKED != 0 {
-            (*parent_scope).unlink_child_links(scope);
+            unlink(&(*parent_scope).children, scope);
         }
     }
     if give_up_ref && parent == parent_scope.cast() {
-        if guard.unlock_and_release() {
-            Parent::Dead(parent)
-        } else {
-            Parent::Gone
-        }
+        Parent::after_release(parent, guard.unlock_and_release())
     } else {
         drop(guard);
         Parent::Held(parent)

@@ -16,6 +16,9 @@
 //!  bit 14..    refs         strong references (REF_ONE each)
 //! ```
 //!
+//! With `cfg(cancel_tree_shards)` (std, 64-bit) bits 14..=17 hold the shard
+//! a child is linked in, bit 18 is `SHARDS_REF`, and refs start at bit 19.
+//!
 //! `is_cancelled()` and `err()` are one `Acquire` load of this word. The
 //! transition live -> cancelled happens once, under the node's lock, in the
 //! same RMW that releases the lock, after the cause has been written: a reader
@@ -65,6 +68,19 @@ pub(crate) const ATTACHED: usize = 1 << 11;
 pub(crate) const HAS_KIDS: usize = 1 << 12;
 pub(crate) const HAS_WAITERS: usize = 1 << 13;
 
+/// The shard of its parent's child list a child is linked in (0: the
+/// parent's own list; k: shard k - 1), fixed before the child is shared.
+#[cfg(cancel_tree_shards)]
+pub(crate) const SHARD_SHIFT: u32 = 14;
+#[cfg(cancel_tree_shards)]
+pub(crate) const SHARD_MASK: usize = 0b1111 << SHARD_SHIFT;
+/// The node's shard array (see `shards`) holds one of its references.
+#[cfg(cancel_tree_shards)]
+pub(crate) const SHARDS_REF: usize = 1 << 18;
+
+#[cfg(cancel_tree_shards)]
+pub(crate) const REF_SHIFT: u32 = 19;
+#[cfg(not(cancel_tree_shards))]
 pub(crate) const REF_SHIFT: u32 = 14;
 pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
 /// Past this many references a node becomes immortal instead of risking an
@@ -163,21 +179,29 @@ impl Word {
         }
     }
 
-    /// Drops a reference. Returns `true` if it was the last one and the
-    /// caller must free the node (with the `Acquire` synchronisation done).
+    /// Drops a reference and says what the caller must do next.
     #[inline]
-    #[must_use]
-    pub(crate) fn release_ref(&self) -> bool {
-        let prev = self.0.fetch_sub(REF_ONE, Ordering::Release);
-        if refs(prev) != 1 || prev & IMMORTAL != 0 {
-            return false;
-        }
-        // Pairs with the Release above in every other releaser, so that all
-        // their uses of the node happen before the free. (An Acquire load of
-        // the final value rather than a fence: same guarantee through the
-        // release sequence, and ThreadSanitizer understands it.)
-        self.0.load(Ordering::Acquire);
-        true
+    pub(crate) fn release_ref(&self) -> Released {
+        Released::from_prev(self, self.0.fetch_sub(REF_ONE, Ordering::Release))
+    }
+
+    /// Adds `n` references (the counts of a collapsing shard array).
+    #[cfg(cancel_tree_shards)]
+    pub(crate) fn add_refs(&self, n: usize) {
+        self.0.fetch_add(n * REF_ONE, Ordering::Relaxed);
+    }
+
+    /// Clears `SHARDS_REF`; `true` for the one caller that cleared it.
+    #[cfg(cancel_tree_shards)]
+    pub(crate) fn claim_shards_ref(&self) -> bool {
+        self.0.fetch_and(!SHARDS_REF, Ordering::AcqRel) & SHARDS_REF != 0
+    }
+
+    /// The shard array takes its reference (once, by its installer, who
+    /// holds another reference, so the count is not zero).
+    #[cfg(cancel_tree_shards)]
+    pub(crate) fn take_shards_ref(&self) {
+        self.0.fetch_add(REF_ONE | SHARDS_REF, Ordering::Relaxed);
     }
 
     /// Sets bits on a node no other thread can see yet (no RMW needed).
@@ -402,20 +426,13 @@ impl Guard<'_> {
         self.forget();
     }
 
-    /// Releases the lock and drops one reference in the same step. Returns
-    /// `true` if that was the last reference (as [`Word::release_ref`]).
+    /// Releases the lock and drops one reference in the same step.
     #[inline]
-    #[must_use]
-    pub(crate) fn unlock_and_release(self) -> bool {
+    pub(crate) fn unlock_and_release(self) -> Released {
         let word = self.word;
         let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
         self.forget();
-        if refs(prev) != 1 || prev & IMMORTAL != 0 {
-            return false;
-        }
-        // As in `release_ref`.
-        word.0.load(Ordering::Acquire);
-        true
+        Released::from_prev(word, prev)
     }
 
     /// Ends the guard after its word already cleared `LOCKED`.
@@ -428,6 +445,40 @@ impl Guard<'_> {
             critical_section::release(self.restore)
         };
         core::mem::forget(self);
+    }
+}
+
+/// What dropping a reference left the caller to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub(crate) enum Released {
+    /// Other references remain.
+    Kept,
+    /// That was the last one: free the node (the `Acquire` synchronisation
+    /// with every other releaser is done).
+    Last,
+    /// Only the shard array's reference remains: collapse it (see
+    /// `shards::collapse`), which frees the node if nothing else holds it.
+    #[cfg(cancel_tree_shards)]
+    Collapse,
+}
+
+impl Released {
+    #[inline]
+    fn from_prev(word: &Word, prev: usize) -> Released {
+        #[cfg(cancel_tree_shards)]
+        if refs(prev) == 2 && prev & SHARDS_REF != 0 {
+            return Released::Collapse;
+        }
+        if refs(prev) != 1 || prev & IMMORTAL != 0 {
+            return Released::Kept;
+        }
+        // Pairs with the Release of every other releaser, so that all their
+        // uses of the node happen before the free. (An Acquire load of the
+        // final value rather than a fence: same guarantee through the
+        // release sequence, and ThreadSanitizer understands it.)
+        word.0.load(Ordering::Acquire);
+        Released::Last
     }
 }
 

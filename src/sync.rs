@@ -19,6 +19,12 @@ pub(crate) use portable_atomic::{AtomicU8, AtomicUsize, Ordering};
 #[cfg(all(not(cancel_tree_loom), not(feature = "portable-atomic")))]
 pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+// Only the sharded child lists (std, 64-bit) use a pointer atomic.
+#[cfg(all(cancel_tree_shards, not(cancel_tree_loom)))]
+pub(crate) use core::sync::atomic::AtomicPtr;
+#[cfg(all(cancel_tree_shards, cancel_tree_loom))]
+pub(crate) use loom::sync::atomic::AtomicPtr;
+
 #[cfg(cancel_tree_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 

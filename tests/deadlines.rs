@@ -390,8 +390,11 @@ fn concurrent_fire_and_cancel_and_drop() {
     ignore = "StdClock's timer thread outlives the test, which Miri rejects; its leak check matters more"
 )]
 fn real_time_timeout_with_std_clock() {
-    let (ctx, _h) = Context::background().with_timeout(Duration::from_millis(20));
+    // Taken before the timeout is made: the deadline is 20 ms after a clock
+    // reading inside `with_timeout`, so it can be just under 20 ms after any
+    // instant taken later.
     let start = std::time::Instant::now();
+    let (ctx, _h) = Context::background().with_timeout(Duration::from_millis(20));
     assert_eq!(
         ctx.wait_timeout(Duration::from_secs(10)),
         Some(Error::DeadlineExceeded)

@@ -415,3 +415,57 @@ fn child_free_vs_parent_free() {
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
     });
 }
+
+/// Two threads deriving from one parent at once (one finds the parent's
+/// lock taken and installs the shard array), then one cancels the parent
+/// while the other may still be linking: every child, in the parent's list
+/// or in a shard, ends cancelled.
+#[test]
+fn concurrent_derives_vs_cancel() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let p2 = parent.clone();
+        let t = thread::spawn(move || p2.with_cancel());
+        let (c1, _h1) = parent.with_cancel();
+        cancel.cancel();
+        let (c2, _h2) = t.join().unwrap();
+        assert!(c1.is_cancelled());
+        assert!(c2.is_cancelled());
+    });
+}
+
+/// Children in shards outliving every context and handle of their parent:
+/// the last release collapses the shard array, and the parent (so the value
+/// node above it) is freed exactly once, after the last child.
+#[test]
+fn sharded_children_outlive_parent() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let v = Context::background().with_value(Drops(dropped.clone()));
+        let (parent, ph) = v.with_cancel();
+        drop(v);
+        let p1 = parent.clone();
+        let p2 = parent.clone();
+        let t1 = thread::spawn(move || {
+            let (c, h) = p1.with_cancel();
+            drop(p1);
+            h.detach();
+            drop(c);
+        });
+        let t2 = thread::spawn(move || {
+            let (c, h) = p2.with_cancel();
+            drop(p2);
+            (c, h)
+        });
+        ph.detach();
+        drop(parent);
+        t1.join().unwrap();
+        let (c2, h2) = t2.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        assert!(!c2.is_cancelled());
+        drop(h2);
+        assert!(c2.is_cancelled());
+        drop(c2);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}

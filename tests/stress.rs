@@ -353,3 +353,72 @@ fn user_drop_code_run_by_a_walk_may_cancel_nodes_of_that_walk() {
     rx.recv_timeout(std::time::Duration::from_secs(120))
         .expect("a cancel walk deadlocked");
 }
+
+/// Counts drops of the value it is stored as.
+struct Drops(Arc<AtomicUsize>);
+impl Drop for Drops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn many_threads_deriving_from_one_parent_which_then_goes() {
+    // Threads hammer one parent (its child list gets sharded), keep some
+    // children past the parent's last context and handle, and the parent is
+    // cancelled midway. Every child kept is cancelled; the parent, and the
+    // value node above it, is freed exactly once, after the last child.
+    for round in 0..scaled(20) {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let v = Context::background().with_value(Drops(dropped.clone()));
+        let (parent, cancel) = v.with_cancel();
+        drop(v);
+        let barrier = Arc::new(Barrier::new(5));
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let parent = parent.clone();
+                let barrier = barrier.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    let mut kept = Vec::new();
+                    for i in 0..scaled(2_000) {
+                        let (c, h) = parent.with_cancel();
+                        match (i + t) % 4 {
+                            0 => kept.push((c, h)),
+                            1 => h.detach(),
+                            2 => drop((c, h)),
+                            _ => {
+                                let (g, gh) = c.with_cancel();
+                                drop(c);
+                                drop(h);
+                                kept.push((g, gh));
+                            }
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        barrier.wait();
+        if round % 2 == 0 {
+            thread::yield_now();
+            cancel.cancel();
+            drop(cancel);
+        } else {
+            drop(cancel);
+        }
+        drop(parent);
+        let kept: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert!(kept.iter().all(|(c, _)| c.is_cancelled()));
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            0,
+            "freed while children live"
+        );
+        drop(kept);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "freed exactly once");
+    }
+}
