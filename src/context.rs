@@ -86,8 +86,22 @@ impl Context {
     /// drop(cancel); // dropping the handle cancels, like Go's `defer cancel()`
     /// assert!(ctx.is_cancelled());
     /// ```
+    #[inline]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
-        let scope = self.new_scope(Scope::new(state::KIND_CANCEL | (2 * REF_ONE), self.node));
+        // Inlined so that the caller builds the pair from one returned
+        // pointer in registers (returned through memory it costs a
+        // store-forwarding stall on the caller's first use).
+        let scope = self.new_cancel_scope();
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(scope) }
+    }
+
+    /// The context and handle of a fresh scope.
+    ///
+    /// # Safety
+    /// `scope` is alive and carries two references, which the pair takes.
+    #[inline]
+    unsafe fn pair(scope: *const Scope) -> (Context, CancelHandle) {
         (
             Context {
                 node: scope.cast(),
@@ -97,9 +111,16 @@ impl Context {
         )
     }
 
+    /// A fresh `with_cancel` scope (counting a context and a handle),
+    /// attached under `self`.
+    pub(crate) fn new_cancel_scope(&self) -> *const Scope {
+        self.new_scope(Scope::new(state::KIND_CANCEL | (2 * REF_ONE), self.node))
+    }
+
     /// Allocates `scope` (a fresh node whose word counts the context and the
     /// handle) as a child of `self`, and links it under `self`'s scope, or
     /// makes it born-cancelled if that scope already ended.
+    #[inline(always)]
     pub(crate) fn new_scope(&self, scope: Scope) -> *const Scope {
         let s: *const Scope = crate::node_cache::boxed(scope);
         // SAFETY: fresh node, not shared yet; we hold a reference on our node.
@@ -232,8 +253,11 @@ impl Context {
     /// clock.set(Instant::from_nanos(1_000));
     /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     /// ```
+    #[inline]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
-        deadline::with_deadline(self, at, Cause::from(Error::DeadlineExceeded), None)
+        let cause = Cause::from(Error::DeadlineExceeded);
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(deadline::with_deadline(self, at, cause, None)) }
     }
 
     /// [`with_deadline`](Context::with_deadline) at `now() + after`
@@ -245,10 +269,13 @@ impl Context {
     /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(10));
     /// assert_eq!(ctx.wait(), Error::DeadlineExceeded);
     /// ```
+    #[inline]
     pub fn with_timeout(&self, after: Duration) -> (Context, CancelHandle) {
         let now = self.now();
         let cause = Cause::from(Error::DeadlineExceeded);
-        deadline::with_deadline(self, now.saturating_add(after), cause, Some(now))
+        let s = deadline::with_deadline(self, now.saturating_add(after), cause, Some(now));
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(s) }
     }
 
     /// [`with_deadline`](Context::with_deadline) whose [`cause`](Context::cause)
@@ -259,7 +286,8 @@ impl Context {
         at: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
-        deadline::with_deadline(self, at, cause.into(), None)
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(deadline::with_deadline(self, at, cause.into(), None)) }
     }
 
     /// [`with_timeout`](Context::with_timeout) with a cause (Go's
@@ -281,7 +309,9 @@ impl Context {
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
         let now = self.now();
-        deadline::with_deadline(self, now.saturating_add(after), cause.into(), Some(now))
+        let s = deadline::with_deadline(self, now.saturating_add(after), cause.into(), Some(now));
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(s) }
     }
 
     /// The nearest ancestor's value of type `T` (including `self`'s).

@@ -154,10 +154,10 @@ pub(crate) fn with_deadline(
     at: Instant,
     cause: Cause,
     now: Option<Instant>,
-) -> (Context, CancelHandle) {
+) -> *const Scope {
     if parent.deadline().is_some_and(|d| d <= at) {
         // The parent ends first: the child just follows it (Go).
-        return parent.with_cancel();
+        return parent.new_cancel_scope();
     }
     // SAFETY: `parent` keeps its node alive.
     let clock = unsafe { clock_of(parent.node) };
@@ -182,17 +182,17 @@ pub(crate) fn with_deadline(
     };
     let handle = CancelHandle::new(s);
     if ctx.is_cancelled() {
-        return (ctx, handle); // born cancelled by the parent
+        return into_scope(ctx, handle); // born cancelled by the parent
     }
     let Some(clock) = clock else {
-        return (ctx, handle); // no clock: the deadline is reported, never fires
+        return into_scope(ctx, handle); // no clock: the deadline is reported, never fires
     };
     // SAFETY: the clock lives as long as the tree (see `DeadlineScope`).
     let clock = unsafe { &*clock };
     if at <= now.unwrap_or_else(|| clock.now()) {
         // SAFETY: `ctx` holds a reference on `s`.
         unsafe { crate::cancel::cancel(s, Error::DeadlineExceeded, &(*ds).cause) };
-        return (ctx, handle);
+        return into_scope(ctx, handle);
     }
     // SAFETY: the node outlives its queue entry (removed in `free`).
     unsafe { clock.timers().insert(&raw const (*ds).timer, clock) };
@@ -202,7 +202,19 @@ pub(crate) fn with_deadline(
         // SAFETY: we hold references on the node.
         unsafe { dequeue(ds) };
     }
-    (ctx, handle)
+    into_scope(ctx, handle)
+}
+
+/// Gives up the pair's references to the caller, which rebuilds it (see
+/// `Context::pair`: building it in the caller avoids returning it through
+/// memory). Until then the pair owns them, so a panicking clock unwinds
+/// without a leak.
+#[cfg(feature = "alloc")]
+fn into_scope(ctx: Context, handle: CancelHandle) -> *const Scope {
+    let s = ctx.scope;
+    core::mem::forget(ctx);
+    core::mem::forget(handle);
+    s
 }
 
 /// The deadline node around a timer entry, with a reference taken, or `None`
@@ -264,7 +276,13 @@ pub(crate) unsafe fn dequeue(ds: *const DeadlineScope) {
 pub(crate) unsafe fn free(ds: *const DeadlineScope) -> node::Parent {
     // SAFETY: (caller) last reference.
     unsafe {
-        dequeue(ds);
+        // A node that ended has left the queue already: whoever ended it
+        // (its cancel, a parent walk's notify phase, the firing timer, or
+        // `with_deadline` itself when a parent walk raced the insert)
+        // dequeued it while holding a reference, so before this free.
+        if (*ds).scope.hdr.word.load() & state::CANCELLED == 0 {
+            dequeue(ds);
+        }
         let guard = node::SettleOnUnwind(node::detach_from_parent(ds.cast(), true));
         node::drop_cause(&(*ds).scope);
         #[cfg(cancel_tree_shards)]

@@ -32,6 +32,7 @@ unsafe impl Sync for CancelHandle {}
 
 impl CancelHandle {
     /// Takes over one reference on `scope`.
+    #[inline]
     pub(crate) fn new(scope: *const Scope) -> CancelHandle {
         CancelHandle { scope }
     }

@@ -11,13 +11,13 @@
 #![cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 
 #[cfg(cancel_tree_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
 
 #[cfg(all(not(cancel_tree_loom), feature = "portable-atomic"))]
-pub(crate) use portable_atomic::{AtomicU8, AtomicUsize, Ordering};
+pub(crate) use portable_atomic::{AtomicU8, AtomicUsize, Ordering, fence};
 
 #[cfg(all(not(cancel_tree_loom), not(feature = "portable-atomic")))]
-pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
 
 // Only the sharded child lists (std, 64-bit) use a pointer atomic.
 #[cfg(all(cancel_tree_shards, not(cancel_tree_loom)))]
