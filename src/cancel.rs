@@ -122,10 +122,15 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     true
 }
 
-/// How many children a walk flags per hold of their parent's lock: bounds
-/// the time the lock (without `std`: the critical section, interrupts
-/// masked) is held in one go.
+/// How many children a walk flags per hold of their parent's list lock. With
+/// `std`, 64: fewer lock round trips, and other threads wait at most 64
+/// flags. Without `std` the lock is a critical section (interrupts masked on
+/// a single core), so every child gets its own short section, as interrupt
+/// latency matters more there than walk throughput (`docs/embedded.md`).
+#[cfg(feature = "std")]
 const BATCH: usize = 64;
+#[cfg(not(feature = "std"))]
+const BATCH: usize = 1;
 
 /// One child list of a scope: its own, or one of its shards.
 #[derive(Clone, Copy)]
@@ -175,24 +180,30 @@ unsafe fn flag_children(
     deferred: &mut *const Scope,
 ) {
     // SAFETY: (caller).
-    unsafe { flag_list(List::Own(x), bits, cause, work, chain, deferred) };
+    #[cfg_attr(not(cancel_tree_shards), allow(clippy::let_unit_value))]
+    let _shards = unsafe { flag_list(List::Own(x), bits, cause, work, chain, deferred) };
     #[cfg(cancel_tree_shards)]
     {
-        let shards = {
-            let _g = x.hdr.word.lock();
-            crate::shards::of(x)
-        };
+        let shards = _shards;
         if !shards.is_null() {
             // SAFETY: the array lives as long as `x`.
             for sh in unsafe { &(*shards).shard } {
                 // SAFETY: (caller).
-                unsafe { flag_list(List::Shard(sh), bits, cause, work, chain, deferred) };
+                let _ = unsafe { flag_list(List::Shard(sh), bits, cause, work, chain, deferred) };
             }
         }
     }
 }
 
-/// Pops and flags every child in one list of a flagged scope.
+/// The shard array pointer of a scope (nothing without shards).
+#[cfg(cancel_tree_shards)]
+type ShardsPtr = *const crate::shards::Shards;
+#[cfg(not(cancel_tree_shards))]
+type ShardsPtr = ();
+
+/// Pops and flags every child in one list of a flagged scope. For the
+/// scope's own list, returns its shard array pointer as read under the lock
+/// hold that found the list empty (see `shards::install`; null for a shard).
 ///
 /// Children whose ending needs no lock (see [`state::Word::try_end_leaf`])
 /// are flagged in batches under one hold of the list's lock, each with a
@@ -209,7 +220,7 @@ unsafe fn flag_list(
     work: &mut *const Scope,
     chain: &mut *const Scope,
     deferred: &mut *const Scope,
-) {
+) -> ShardsPtr {
     let lock_free = cause.as_error().is_some();
     let head = list.head();
     'hold: loop {
@@ -219,6 +230,12 @@ unsafe fn flag_list(
             // SAFETY: we hold the list's lock.
             let d = unsafe { node::pop(head) };
             if d.is_null() {
+                #[cfg(cancel_tree_shards)]
+                return match list {
+                    List::Own(x) => crate::shards::of(x),
+                    List::Shard(_) => core::ptr::null(),
+                };
+                #[cfg(not(cancel_tree_shards))]
                 return;
             }
             if !lock_free {
@@ -398,8 +415,9 @@ impl Notifier {
             // SAFETY: the walk holds a reference on `current`.
             let x = unsafe { &*self.current };
             // A node that never had a waiter has none to notify (and, being
-            // cancelled, can get none now): skip its lock.
-            while x.hdr.word.load() & state::HAS_WAITERS != 0 {
+            // cancelled, can get none now): skip its lock. (The bit is kept
+            // with `std` only.)
+            while !cfg!(feature = "std") || x.hdr.word.load() & state::HAS_WAITERS != 0 {
                 let guard = x.hdr.word.lock();
                 // SAFETY: lock held.
                 let link = unsafe { x.pop_waiter() };

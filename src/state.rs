@@ -29,11 +29,9 @@
 //! With `std` it is a spin lock on `LOCKED` (critical sections are O(1): a
 //! link, an unlink, a pop). Without `std` it is a `critical-section`
 //! (interrupts masked on single-core MCUs), so `cancel` from an interrupt
-//! handler can never spin on a lock held by the code it interrupted; the
-//! holder still sets `LOCKED` inside it, so the lock-free paths below see a
-//! held lock the same way in both configurations.
+//! handler can never spin on a lock held by the code it interrupted.
 //!
-//! ## Lock-free endings
+//! ## Lock-free endings (with `std`)
 //!
 //! `HAS_KIDS` / `HAS_WAITERS` are set (under the lock) before the first
 //! child / waiter is linked and never cleared. A node whose word shows
@@ -44,6 +42,13 @@
 //! A node that does have lists is flagged by one compare-and-swap too
 //! ([`Word::try_end_inner`]: the end bits, `WALKING` and the walk's
 //! reference together); its lists are then drained under its lock.
+//!
+//! Without `std` these attempts always answer `Busy` and everything takes
+//! the critical section: on a multi-core MCU another core could run a
+//! lock-free path while a holder is inside the section, which would need the
+//! holder to set `LOCKED` too, two more RMWs per section (each its own
+//! nested critical section on cores without CAS), and the firmware measured
+//! that as 2.4x longer masked sections on a Cortex-M0.
 
 use crate::Error;
 use crate::sync::{AtomicUsize, Ordering, fence};
@@ -55,6 +60,7 @@ pub(crate) const KIND_VALUE: usize = 2;
 pub(crate) const KIND_WITHOUT: usize = 3;
 pub(crate) const KIND_CLOCK_ROOT: usize = 4;
 
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) const LOCKED: usize = 1 << 3;
 pub(crate) const CANCELLED: usize = 1 << 4;
 pub(crate) const ERR_DEADLINE: usize = 1 << 5;
@@ -246,11 +252,6 @@ impl Word {
             // order of their creation (they are scoped values), which is the
             // nesting order critical-section requires.
             let restore = unsafe { critical_section::acquire() };
-            // Every node lock is this one critical section, so no other
-            // holder can have `LOCKED` set now; setting it tells the
-            // lock-free paths (another core's) that the lists are busy.
-            let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
-            debug_assert_eq!(prev & LOCKED, 0);
             Guard {
                 word: self,
                 restore,
@@ -313,16 +314,23 @@ impl Word {
     }
 
     /// Sets the sticky `HAS_KIDS` / `HAS_WAITERS` bits (an RMW once per node:
-    /// later calls only load). The caller holds the node's lock, so no
+    /// later calls only load). With `std` only. The caller holds the node's lock, so no
     /// lock-free ending can happen until it is released.
     #[inline]
     pub(crate) fn mark_locked(&self, bits: usize) {
         debug_assert_eq!(bits & !(HAS_KIDS | HAS_WAITERS), 0);
-        let cur = self.0.load(Ordering::Relaxed);
-        debug_assert_ne!(cur & LOCKED, 0);
-        if cur & bits != bits {
-            self.0.fetch_or(bits, Ordering::Relaxed);
+        // Without `std` nothing reads them (no lock-free endings), and an RMW
+        // is a nested critical section on cores without CAS: skip it.
+        #[cfg(feature = "std")]
+        {
+            let cur = self.0.load(Ordering::Relaxed);
+            debug_assert_ne!(cur & LOCKED, 0);
+            if cur & bits != bits {
+                self.0.fetch_or(bits, Ordering::Relaxed);
+            }
         }
+        #[cfg(not(feature = "std"))]
+        let _ = bits;
     }
 
     /// Ends a plain leaf without its lock: one compare-and-swap that sets
@@ -338,6 +346,12 @@ impl Word {
     /// `clear` bits are cleared in the same step (a walker's `LINKED`).
     pub(crate) fn try_end_leaf(&self, bits: usize, release: bool, clear: usize) -> TryEnd {
         debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = (release, clear);
+            return TryEnd::Busy;
+        }
+        #[cfg_attr(not(feature = "std"), allow(unreachable_code))]
         let delta = if release { REF_ONE } else { 0 };
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
@@ -369,6 +383,12 @@ impl Word {
     #[inline]
     pub(crate) fn try_end_inner(&self, bits: usize, clear: usize) -> TryEnd {
         debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = clear;
+            return TryEnd::Busy;
+        }
+        #[cfg_attr(not(feature = "std"), allow(unreachable_code))]
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
             if cur & CANCELLED != 0 {
@@ -422,7 +442,10 @@ impl Guard<'_> {
     pub(crate) fn unlock_with(self, bits: usize) {
         debug_assert_eq!(bits & !(END_BITS | WALKING), 0);
         debug_assert_eq!(self.word.0.load(Ordering::Relaxed) & bits, 0);
+        #[cfg(feature = "std")]
         self.word.0.fetch_xor(bits | LOCKED, Ordering::Release);
+        #[cfg(not(feature = "std"))]
+        self.word.0.fetch_or(bits, Ordering::Release);
         self.forget();
     }
 
@@ -430,8 +453,11 @@ impl Guard<'_> {
     #[inline]
     pub(crate) fn unlock_and_release(self) -> Released {
         let word = self.word;
+        #[cfg(feature = "std")]
         let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
         self.forget();
+        #[cfg(not(feature = "std"))]
+        let prev = word.0.fetch_sub(REF_ONE, Ordering::Release);
         Released::from_prev(word, prev)
     }
 
@@ -503,6 +529,7 @@ pub(crate) enum TryEnd {
 impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(feature = "std")]
         self.word.0.fetch_and(!LOCKED, Ordering::Release);
         #[cfg(not(feature = "std"))]
         // SAFETY: `restore` came from the `acquire` in `Word::lock`, and this
