@@ -304,7 +304,7 @@ fn main() {
         format!("{}", calls_per_op(OPS, || drop(black_box(tok.clone())))),
     );
     row(
-        "child create + drop (parent has another live child)",
+        "child create + drop (parent has another live child; cancel-tree: the node comes from the thread's cache)",
         format!(
             "{}",
             calls_per_op(OPS, || drop(black_box(ct_parent.with_cancel())))
@@ -318,6 +318,19 @@ fn main() {
     // child Vec on the push and frees it again (shrink) on the removal.
     let (lonely_ct, _lh) = Context::background().with_cancel();
     let lonely_tu = CancellationToken::new();
+    // The same with the thread's node cache emptied before every child: what
+    // a thread that does not drop children itself pays.
+    row(
+        "child create + drop, thread cache emptied before each (cancel-tree only)",
+        format!(
+            "{}",
+            calls_per_op(OPS, || {
+                cancel_tree::trim_thread_cache();
+                drop(black_box(ct_parent.with_cancel()))
+            })
+        ),
+        "-".to_string(),
+    );
     row(
         "child create + drop (parent has no other child)",
         format!(
