@@ -336,7 +336,6 @@ unsafe fn push_work(d: *const Scope, work: &mut *const Scope, chain: &mut *const
 /// # Safety
 /// The caller holds `scope`'s lock.
 unsafe fn is_leaf(scope: &Scope) -> bool {
-    // SAFETY: both heads are guarded by the lock (caller).
     #[cfg(cancel_tree_shards)]
     if !crate::shards::of(scope).is_null() {
         return false;

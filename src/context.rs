@@ -596,8 +596,12 @@ unsafe fn attach_sharded(parent: &Scope, s: *const Scope) -> bool {
     let shard = unsafe { &(*shards).shard[k] };
     let mut guard = shard.lock();
     // The caller's reference on the parent keeps the array's own reference
-    // from being the last, so the array cannot be collapsing.
-    debug_assert!(!guard.collapsed());
+    // from being the last, so the array cannot have collapsed; checked
+    // anyway, as counting into a collapsed shard would corrupt the count.
+    if guard.collapsed() {
+        debug_assert!(false, "derive into a collapsed shard");
+        return false;
+    }
     let w = parent.hdr.word.load();
     // SAFETY: `s` is fresh and unshared until linked below; the shard's
     // lock guards its list.

@@ -294,8 +294,10 @@ pub(crate) enum Parent {
     Dead(NodePtr),
     /// Given up; others remain.
     Gone,
-    /// Given up, leaving only the parent's shard array's reference: collapse
-    /// that array (see [`shards`](crate::shards)).
+    /// Not given up yet: releasing it would have left only the parent's
+    /// shard array's reference, so the release claimed the collapse instead
+    /// and kept it; collapse that array (see [`shards`](crate::shards)),
+    /// which drops both.
     #[cfg(cancel_tree_shards)]
     Collapse(NodePtr),
 }
@@ -333,8 +335,8 @@ pub(crate) unsafe fn finish(mut next: Parent) {
             }
             #[cfg(cancel_tree_shards)]
             Parent::Collapse(node) => {
-                // SAFETY: only the shard array's reference remains, which
-                // keeps the node alive until `collapse` drops it.
+                // SAFETY: the release that returned `Collapse` kept our
+                // reference (and claimed the collapse); `collapse` drops it.
                 next = unsafe { crate::shards::collapse(node.cast()) };
                 continue;
             }
@@ -343,7 +345,8 @@ pub(crate) unsafe fn finish(mut next: Parent) {
         #[cfg(feature = "alloc")]
         {
             // SAFETY: we hold the last reference; nothing else can reach it
-            // except a walker holding its parent scope's lock, which `free`
+            // except a walker holding the lock of the list it is in (its
+            // parent's own list or a shard), which `free`
             // synchronises with.
             next = unsafe { free(node) };
         }

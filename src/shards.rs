@@ -17,12 +17,14 @@
 //! The parent's word counts everything else (contexts, handles, walks,
 //! waiters, children in its own list) plus one reference held by the shard
 //! array itself (`SHARDS_REF`). A shard's count lives in the shard's word and
-//! changes only under the shard's lock. When a release leaves only the shard
-//! array's reference (nobody can derive a new child any more), that releaser
-//! *collapses* the array: it claims `SHARDS_REF` (one claimer wins), then,
-//! shard by shard under each shard's lock, moves the count into the parent's
-//! word and marks the shard collapsed, and finally drops the array's
-//! reference. A child of a collapsed shard gives its reference back to the
+//! changes only under the shard's lock. A release that would leave only the
+//! shard array's reference (nobody can derive a new child any more)
+//! *collapses* the array instead: in the same atomic step it clears
+//! `SHARDS_REF` and keeps its own reference (so no other thread can free the
+//! parent meanwhile, even if a walker's temporary reference comes and goes);
+//! then, shard by shard under each shard's lock, it moves the count into the
+//! parent's word and marks the shard collapsed, and finally drops its own
+//! reference and the array's. A child of a collapsed shard gives its reference back to the
 //! parent's word directly. The parent is freed when that word reaches zero,
 //! as always, and frees the array with it.
 //!
@@ -210,18 +212,15 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
     new
 }
 
-/// Collapses the shard array of `p` (see the module docs) and drops its
-/// reference.
+/// Collapses the shard array of `p` (see the module docs): the caller got
+/// [`Released::Collapse`], so it has claimed the collapse and still holds its
+/// reference; both that and the array's reference are dropped here.
 ///
 /// # Safety
-/// `p` is alive: the array's reference keeps it so until the end of this
-/// call.
+/// `p` is alive and the caller owns the reference described above.
 pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
-    // SAFETY: (caller).
+    // SAFETY: (caller) our reference keeps `p` alive.
     let scope = unsafe { &*p };
-    if !scope.hdr.word.claim_shards_ref() {
-        return Parent::Gone; // another releaser is collapsing it
-    }
     let shards = of(scope);
     debug_assert!(!shards.is_null());
     // SAFETY: installed before SHARDS_REF was set, freed only with `p`.
@@ -236,6 +235,9 @@ pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
         g.word = (g.word % S_ONE) | S_COLLAPSED;
         drop(g);
     }
+    // Ours (the array's still keeps `p` alive), then the array's.
+    let ours = scope.hdr.word.release_ref();
+    debug_assert_eq!(ours, Released::Kept);
     match scope.hdr.word.release_ref() {
         Released::Last => Parent::Dead(p.cast()),
         _ => Parent::Gone,

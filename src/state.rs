@@ -86,6 +86,19 @@ pub(crate) const SHARDS_REF: usize = 1 << 18;
 
 #[cfg(cancel_tree_shards)]
 pub(crate) const REF_SHIFT: u32 = 19;
+
+/// `true` if the word shows a shard array's reference (a release that could
+/// leave only that reference must go through `release_ref`).
+#[inline(always)]
+const fn has_shards_ref(word: usize) -> bool {
+    #[cfg(cancel_tree_shards)]
+    return word & SHARDS_REF != 0;
+    #[cfg(not(cancel_tree_shards))]
+    {
+        let _ = word;
+        false
+    }
+}
 #[cfg(not(cancel_tree_shards))]
 pub(crate) const REF_SHIFT: u32 = 14;
 pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
@@ -188,19 +201,48 @@ impl Word {
     /// Drops a reference and says what the caller must do next.
     #[inline]
     pub(crate) fn release_ref(&self) -> Released {
+        #[cfg(cancel_tree_shards)]
+        return self.release_with(0);
+        #[cfg(not(cancel_tree_shards))]
         Released::from_prev(self, self.0.fetch_sub(REF_ONE, Ordering::Release))
+    }
+
+    /// With shard arrays: drops a reference and clears `extra` (`LOCKED` for
+    /// an unlock), unless that would leave only the array's reference. Then
+    /// it claims the collapse instead, in the same atomic step: clears
+    /// `SHARDS_REF` (and `extra`) but *keeps* the caller's reference, so the
+    /// node stays alive for the collapse (`shards::collapse` drops both). A
+    /// plain decrement followed by a separate claim would leave a window in
+    /// which a walker's temporary reference comes and goes and another
+    /// releaser collapses and frees the node under the first one.
+    #[cfg(cancel_tree_shards)]
+    #[inline]
+    fn release_with(&self, extra: usize) -> Released {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let (new, claim) = if refs(cur) == 2 && cur & SHARDS_REF != 0 {
+                (cur & !(SHARDS_REF | extra), true)
+            } else {
+                ((cur & !extra) - REF_ONE, false)
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(prev) if claim => {
+                    let _ = prev;
+                    return Released::Collapse;
+                }
+                Ok(prev) => return Released::from_prev(self, prev),
+                Err(actual) => cur = actual,
+            }
+        }
     }
 
     /// Adds `n` references (the counts of a collapsing shard array).
     #[cfg(cancel_tree_shards)]
     pub(crate) fn add_refs(&self, n: usize) {
         self.0.fetch_add(n * REF_ONE, Ordering::Relaxed);
-    }
-
-    /// Clears `SHARDS_REF`; `true` for the one caller that cleared it.
-    #[cfg(cancel_tree_shards)]
-    pub(crate) fn claim_shards_ref(&self) -> bool {
-        self.0.fetch_and(!SHARDS_REF, Ordering::AcqRel) & SHARDS_REF != 0
     }
 
     /// The shard array takes its reference (once, by its installer, who
@@ -236,7 +278,7 @@ impl Word {
         }
     }
 
-    /// Clears bits (with `Release`).
+    /// Clears bits (with `AcqRel`).
     #[inline]
     pub(crate) fn clear(&self, bits: usize) -> usize {
         self.0.fetch_and(!bits, Ordering::AcqRel)
@@ -341,9 +383,9 @@ impl Word {
     /// `Release` on success publishes everything before it (as `unlock_with`
     /// does); `Acquire` pairs with the unlock of whoever touched the node
     /// last, so a registrar that linked under the lock is seen as `Busy`.
-    #[inline]
     ///
     /// `clear` bits are cleared in the same step (a walker's `LINKED`).
+    #[inline]
     pub(crate) fn try_end_leaf(&self, bits: usize, release: bool, clear: usize) -> TryEnd {
         debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
         #[cfg(not(feature = "std"))]
@@ -360,6 +402,7 @@ impl Word {
             }
             if cur & (LOCKED | HAS_KIDS | HAS_WAITERS) != 0
                 || (release && refs(cur) < 2 && cur & IMMORTAL == 0)
+                || (release && has_shards_ref(cur))
             {
                 return TryEnd::Busy;
             }
@@ -434,11 +477,11 @@ impl Guard<'_> {
 
     /// Sets `bits` with `Release` (everything written under the lock so far
     /// is visible to whoever sees them), then releases the lock.
-    #[inline]
     ///
     /// `bits` must be among `END_BITS | WALKING` and not yet set: those bits
     /// only change under this lock, so with `std` one `fetch_xor` both sets
     /// them and clears `LOCKED`.
+    #[inline]
     pub(crate) fn unlock_with(self, bits: usize) {
         debug_assert_eq!(bits & !(END_BITS | WALKING), 0);
         debug_assert_eq!(self.word.0.load(Ordering::Relaxed) & bits, 0);
@@ -453,12 +496,24 @@ impl Guard<'_> {
     #[inline]
     pub(crate) fn unlock_and_release(self) -> Released {
         let word = self.word;
-        #[cfg(feature = "std")]
-        let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
-        self.forget();
+        #[cfg(cancel_tree_shards)]
+        {
+            let r = word.release_with(LOCKED);
+            self.forget();
+            r
+        }
+        #[cfg(all(feature = "std", not(cancel_tree_shards)))]
+        {
+            let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
+            self.forget();
+            Released::from_prev(word, prev)
+        }
         #[cfg(not(feature = "std"))]
-        let prev = word.0.fetch_sub(REF_ONE, Ordering::Release);
-        Released::from_prev(word, prev)
+        {
+            self.forget();
+            let prev = word.0.fetch_sub(REF_ONE, Ordering::Release);
+            Released::from_prev(word, prev)
+        }
     }
 
     /// Ends the guard after its word already cleared `LOCKED`.
@@ -483,8 +538,10 @@ pub(crate) enum Released {
     /// That was the last one: free the node (the `Acquire` synchronisation
     /// with every other releaser is done).
     Last,
-    /// Only the shard array's reference remains: collapse it (see
-    /// `shards::collapse`), which frees the node if nothing else holds it.
+    /// Only the shard array's reference would remain: the caller has claimed
+    /// the collapse (`SHARDS_REF` cleared) and still holds its reference;
+    /// `shards::collapse` moves the counts and drops both references, which
+    /// frees the node if nothing else holds it.
     #[cfg(cancel_tree_shards)]
     Collapse,
 }
@@ -492,10 +549,6 @@ pub(crate) enum Released {
 impl Released {
     #[inline]
     fn from_prev(word: &Word, prev: usize) -> Released {
-        #[cfg(cancel_tree_shards)]
-        if refs(prev) == 2 && prev & SHARDS_REF != 0 {
-            return Released::Collapse;
-        }
         if refs(prev) != 1 || prev & IMMORTAL != 0 {
             return Released::Kept;
         }

@@ -469,3 +469,41 @@ fn sharded_children_outlive_parent() {
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
     });
 }
+
+/// A parent walk taking its temporary reference on a sharded node while that
+/// node's last context goes (the release that would leave only the shard
+/// array's reference collapses the array) and its children go too: the node
+/// is freed exactly once, after its last child. (Regression for a
+/// use-after-free an independent review found, where the claim of the
+/// collapse was a separate step after the decrement; loom cannot see an
+/// access to freed memory, so this model checks the counting and Miri with a
+/// forced delay reproduced the old bug.)
+#[test]
+fn collapse_vs_parent_walk() {
+    // Bound 2: at 3 this model (two threads, each deriving, dropping and one
+    // cancelling) runs for many minutes.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let v = Context::background().with_value(Drops(dropped.clone()));
+        let (root, rcancel) = v.with_cancel();
+        drop(v);
+        let (p, ph) = root.with_cancel();
+        ph.detach();
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            let (c, h) = p2.with_cancel();
+            drop(p2);
+            rcancel.cancel();
+            drop((c, h));
+        });
+        let (c1, h1) = p.with_cancel();
+        drop((c1, h1));
+        drop(p);
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(root);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
