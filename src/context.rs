@@ -505,6 +505,18 @@ impl Context {
             _ => "background_with_clock",
         }
     }
+
+    /// Loom models only: gives this context's scope its shard array now, as
+    /// the first contended derive would, so a model can start from a sharded
+    /// parent without exploring the contention that installs one.
+    #[cfg(all(cancel_tree_loom, cancel_tree_shards))]
+    #[doc(hidden)]
+    pub fn loom_install_shards(&self) {
+        if !self.scope.is_null() && self.node == self.scope.cast() {
+            // SAFETY: our reference keeps the scope alive.
+            crate::shards::install(unsafe { &*self.scope });
+        }
+    }
 }
 
 impl Clone for Context {

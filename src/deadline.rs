@@ -287,7 +287,11 @@ pub(crate) unsafe fn free(ds: *const DeadlineScope) -> node::Parent {
         node::drop_cause(&(*ds).scope);
         #[cfg(cancel_tree_shards)]
         crate::shards::free(&(*ds).scope);
+        #[cfg(not(cancel_tree_loom))]
         drop(Box::from_raw(ds.cast_mut()));
+        // Loom: poisoned and kept, so a late access is caught.
+        #[cfg(cancel_tree_loom)]
+        (*ds).scope.hdr.word.poison();
         guard.defuse()
     }
 }

@@ -294,10 +294,10 @@ pub(crate) enum Parent {
     Dead(NodePtr),
     /// Given up; others remain.
     Gone,
-    /// Not given up yet: releasing it would have left only the parent's
-    /// shard array's reference, so the release claimed the collapse instead
-    /// and kept it; collapse that array (see [`shards`](crate::shards)),
-    /// which drops both.
+    /// Given up, leaving only the parent's shard array's reference: the
+    /// caller owns the collapse of that array (see
+    /// [`Released::Collapse`](crate::state::Released::Collapse) and
+    /// [`shards`](crate::shards)), which keeps the parent alive meanwhile.
     #[cfg(cancel_tree_shards)]
     Collapse(NodePtr),
 }
@@ -335,8 +335,9 @@ pub(crate) unsafe fn finish(mut next: Parent) {
             }
             #[cfg(cancel_tree_shards)]
             Parent::Collapse(node) => {
-                // SAFETY: the release that returned `Collapse` kept our
-                // reference (and claimed the collapse); `collapse` drops it.
+                // SAFETY: the release that returned `Collapse` made us the
+                // collapse owner; the array's reference keeps the node alive
+                // and nobody else can drop it.
                 next = unsafe { crate::shards::collapse(node.cast()) };
                 continue;
             }

@@ -168,9 +168,16 @@ pub(crate) unsafe fn free(p: *const Scope) {
         core::ptr::drop_in_place(p.cast_mut());
         imp::free_block(p.cast_mut());
     }
-    #[cfg(not(all(feature = "std", not(cancel_tree_loom))))]
+    #[cfg(not(any(all(feature = "std", not(cancel_tree_loom)), cancel_tree_loom)))]
     // SAFETY: (caller) made by `Box::into_raw` in `boxed`.
     unsafe {
         drop(Box::from_raw(p.cast_mut()))
+    }
+    // Under loom the block is poisoned and kept, so a late access is caught
+    // (see `state::checked`).
+    #[cfg(cancel_tree_loom)]
+    // SAFETY: (caller) nobody uses it any more, so nothing else writes it.
+    unsafe {
+        (*p).hdr.word.poison()
     }
 }

@@ -18,13 +18,16 @@
 //! waiters, children in its own list) plus one reference held by the shard
 //! array itself (`SHARDS_REF`). A shard's count lives in the shard's word and
 //! changes only under the shard's lock. A release that would leave only the
-//! shard array's reference (nobody can derive a new child any more)
-//! *collapses* the array instead: in the same atomic step it clears
-//! `SHARDS_REF` and keeps its own reference (so no other thread can free the
-//! parent meanwhile, even if a walker's temporary reference comes and goes);
-//! then, shard by shard under each shard's lock, it moves the count into the
-//! parent's word and marks the shard collapsed, and finally drops its own
-//! reference and the array's. A child of a collapsed shard gives its reference back to the
+//! shard array's reference (nobody can derive a new child any more) makes
+//! its releaser the owner of the *collapse*. Until the owner clears
+//! `SHARDS_REF` the word is frozen: no one else holds a reference, and a
+//! walker that finds the parent in a list (or a timer that pops it) waits
+//! rather than take one, so no second releaser can reach that state and
+//! free the parent under the owner. The owner clears `SHARDS_REF` (the
+//! array's reference becomes its own); then, shard by shard under each
+//! shard's lock, it moves the count into the parent's word and marks the
+//! shard collapsed, and finally drops that reference. Releases stay one
+//! `fetch_sub`. A child of a collapsed shard gives its reference back to the
 //! parent's word directly. The parent is freed when that word reaches zero,
 //! as always, and frees the array with it.
 //!
@@ -42,7 +45,12 @@ use crate::state::{self, HAS_KIDS, IMMORTAL, Released};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 
 /// Shards per contended parent (1 KiB: one 128-byte line pair each).
+#[cfg(not(cancel_tree_loom))]
 pub(crate) const SHARDS: usize = 8;
+/// Under loom, two: every shard is drained with the same code, and each one
+/// multiplies the interleavings a model must explore.
+#[cfg(cancel_tree_loom)]
+pub(crate) const SHARDS: usize = 2;
 
 const S_LOCKED: usize = 1;
 const S_COLLAPSED: usize = 2;
@@ -213,14 +221,17 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
 }
 
 /// Collapses the shard array of `p` (see the module docs): the caller got
-/// [`Released::Collapse`], so it has claimed the collapse and still holds its
-/// reference; both that and the array's reference are dropped here.
+/// [`Released::Collapse`](crate::state::Released::Collapse), so its
+/// decrement left only the array's reference and it owns the collapse. That
+/// reference becomes the caller's and is dropped here.
 ///
 /// # Safety
-/// `p` is alive and the caller owns the reference described above.
+/// `p` is alive and the caller owns the collapse as described above.
 pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
-    // SAFETY: (caller) our reference keeps `p` alive.
+    // SAFETY: (caller) the array's reference keeps `p` alive, and nobody can
+    // drop it but us: the word is frozen until the claim below.
     let scope = unsafe { &*p };
+    scope.hdr.word.claim_shards_ref();
     let shards = of(scope);
     debug_assert!(!shards.is_null());
     // SAFETY: installed before SHARDS_REF was set, freed only with `p`.
@@ -235,9 +246,7 @@ pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
         g.word = (g.word % S_ONE) | S_COLLAPSED;
         drop(g);
     }
-    // Ours (the array's still keeps `p` alive), then the array's.
-    let ours = scope.hdr.word.release_ref();
-    debug_assert_eq!(ours, Released::Kept);
+    // The array's reference, now ours.
     match scope.hdr.word.release_ref() {
         Released::Last => Parent::Dead(p.cast()),
         _ => Parent::Gone,

@@ -51,7 +51,11 @@
 //! that as 2.4x longer masked sections on a Cortex-M0.
 
 use crate::Error;
-use crate::sync::{AtomicUsize, Ordering, fence};
+#[cfg(not(cancel_tree_loom))]
+use crate::sync::AtomicUsize;
+use crate::sync::{Ordering, fence};
+#[cfg(cancel_tree_loom)]
+use checked::CheckedAtomic as AtomicUsize;
 
 pub(crate) const KIND_MASK: usize = 0b111;
 pub(crate) const KIND_CANCEL: usize = 0;
@@ -98,6 +102,14 @@ const fn has_shards_ref(word: usize) -> bool {
         let _ = word;
         false
     }
+}
+
+/// `true` if only the shard array's reference is left: a collapse owner
+/// is about to clear `SHARDS_REF`, and nobody may take a reference before
+/// (see [`Released::Collapse`]).
+#[inline(always)]
+const fn collapse_pending(word: usize) -> bool {
+    has_shards_ref(word) && refs(word) == 1
 }
 #[cfg(not(cancel_tree_shards))]
 pub(crate) const REF_SHIFT: u32 = 14;
@@ -148,9 +160,88 @@ pub(crate) const fn end_bits(err: Error, cause_kind: Option<Error>) -> usize {
 /// The atomic word of one node.
 pub(crate) struct Word(AtomicUsize);
 
+/// Under loom, freed nodes are not returned to the allocator: their word is
+/// overwritten with [`POISON`](checked::POISON) and left in place, and every
+/// operation on a word asserts it did not find that value. A model in which
+/// some thread touches a node after it was freed (the use-after-free the
+/// shard collapse once had) then fails instead of passing silently.
+#[cfg(cancel_tree_loom)]
+mod checked {
+    use crate::sync::{AtomicUsize, Ordering};
+
+    /// A kind no node has, and no references.
+    pub(crate) const POISON: usize = super::KIND_MASK;
+
+    #[track_caller]
+    fn live(w: usize) -> usize {
+        assert!(
+            super::kind(w) != super::kind(POISON),
+            "a freed node's state word was used"
+        );
+        w
+    }
+
+    /// `AtomicUsize` that checks every value it reads.
+    pub(crate) struct CheckedAtomic(AtomicUsize);
+
+    impl CheckedAtomic {
+        pub(crate) fn new(v: usize) -> Self {
+            Self(AtomicUsize::new(v))
+        }
+        pub(crate) fn poison(&self) {
+            live(self.0.swap(POISON, Ordering::Relaxed));
+        }
+        #[track_caller]
+        pub(crate) fn load(&self, o: Ordering) -> usize {
+            live(self.0.load(o))
+        }
+        pub(crate) fn store(&self, v: usize, o: Ordering) {
+            self.0.store(v, o);
+        }
+        #[track_caller]
+        pub(crate) fn fetch_add(&self, v: usize, o: Ordering) -> usize {
+            live(self.0.fetch_add(v, o))
+        }
+        #[track_caller]
+        pub(crate) fn fetch_sub(&self, v: usize, o: Ordering) -> usize {
+            live(self.0.fetch_sub(v, o))
+        }
+        #[track_caller]
+        pub(crate) fn fetch_or(&self, v: usize, o: Ordering) -> usize {
+            live(self.0.fetch_or(v, o))
+        }
+        #[track_caller]
+        pub(crate) fn fetch_and(&self, v: usize, o: Ordering) -> usize {
+            live(self.0.fetch_and(v, o))
+        }
+        #[track_caller]
+        pub(crate) fn fetch_xor(&self, v: usize, o: Ordering) -> usize {
+            live(self.0.fetch_xor(v, o))
+        }
+        #[track_caller]
+        pub(crate) fn compare_exchange_weak(
+            &self,
+            cur: usize,
+            new: usize,
+            ok: Ordering,
+            err: Ordering,
+        ) -> Result<usize, usize> {
+            self.0
+                .compare_exchange_weak(live(cur), new, ok, err)
+                .map_err(live)
+        }
+    }
+}
+
 impl Word {
     pub(crate) fn new(initial: usize) -> Word {
         Word(AtomicUsize::new(initial))
+    }
+
+    /// Marks a node as freed (loom only; see `checked`).
+    #[cfg(cancel_tree_loom)]
+    pub(crate) fn poison(&self) {
+        self.0.poison();
     }
 
     /// `new`, usable in statics (not under loom, whose atomics are not const).
@@ -177,11 +268,23 @@ impl Word {
 
     /// Adds a reference unless the count is already zero (the node is being
     /// freed). Used by walkers that find a node in a list.
+    ///
+    /// A node whose only reference is its shard array's is waiting for its
+    /// collapse owner's first step (see [`Released::Collapse`]); this waits
+    /// for it (a few instructions, unless the owner was preempted).
     pub(crate) fn try_acquire_ref(&self) -> bool {
+        #[cfg(cancel_tree_shards)]
+        let mut spins = 0;
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
             if refs(cur) == 0 {
                 return false;
+            }
+            #[cfg(cancel_tree_shards)]
+            if collapse_pending(cur) {
+                crate::sync::backoff(&mut spins);
+                cur = self.0.load(Ordering::Relaxed);
+                continue;
             }
             if refs(cur) >= REF_SATURATE {
                 return true; // immortal in practice; no need to count
@@ -201,42 +304,16 @@ impl Word {
     /// Drops a reference and says what the caller must do next.
     #[inline]
     pub(crate) fn release_ref(&self) -> Released {
-        #[cfg(cancel_tree_shards)]
-        return self.release_with(0);
-        #[cfg(not(cancel_tree_shards))]
         Released::from_prev(self, self.0.fetch_sub(REF_ONE, Ordering::Release))
     }
 
-    /// With shard arrays: drops a reference and clears `extra` (`LOCKED` for
-    /// an unlock), unless that would leave only the array's reference. Then
-    /// it claims the collapse instead, in the same atomic step: clears
-    /// `SHARDS_REF` (and `extra`) but *keeps* the caller's reference, so the
-    /// node stays alive for the collapse (`shards::collapse` drops both). A
-    /// plain decrement followed by a separate claim would leave a window in
-    /// which a walker's temporary reference comes and goes and another
-    /// releaser collapses and frees the node under the first one.
+    /// The collapse owner's first step (see [`Released::Collapse`]): clears
+    /// `SHARDS_REF`, which turns the array's reference into the owner's and
+    /// lets walkers take references again.
     #[cfg(cancel_tree_shards)]
-    #[inline]
-    fn release_with(&self, extra: usize) -> Released {
-        let mut cur = self.0.load(Ordering::Relaxed);
-        loop {
-            let (new, claim) = if refs(cur) == 2 && cur & SHARDS_REF != 0 {
-                (cur & !(SHARDS_REF | extra), true)
-            } else {
-                ((cur & !extra) - REF_ONE, false)
-            };
-            match self
-                .0
-                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(prev) if claim => {
-                    let _ = prev;
-                    return Released::Collapse;
-                }
-                Ok(prev) => return Released::from_prev(self, prev),
-                Err(actual) => cur = actual,
-            }
-        }
+    pub(crate) fn claim_shards_ref(&self) {
+        let prev = self.0.fetch_and(!SHARDS_REF, Ordering::AcqRel);
+        debug_assert!(prev & SHARDS_REF != 0 && refs(prev) >= 1);
     }
 
     /// Adds `n` references (the counts of a collapsing shard array).
@@ -437,7 +514,11 @@ impl Word {
             if cur & CANCELLED != 0 {
                 return TryEnd::AlreadyEnded;
             }
-            if cur & LOCKED != 0 || refs(cur) == 0 || refs(cur) >= REF_SATURATE {
+            if cur & LOCKED != 0
+                || refs(cur) == 0
+                || refs(cur) >= REF_SATURATE
+                || collapse_pending(cur)
+            {
                 return TryEnd::Busy;
             }
             match self.0.compare_exchange_weak(
@@ -496,13 +577,7 @@ impl Guard<'_> {
     #[inline]
     pub(crate) fn unlock_and_release(self) -> Released {
         let word = self.word;
-        #[cfg(cancel_tree_shards)]
-        {
-            let r = word.release_with(LOCKED);
-            self.forget();
-            r
-        }
-        #[cfg(all(feature = "std", not(cancel_tree_shards)))]
+        #[cfg(feature = "std")]
         {
             let prev = word.0.fetch_sub(LOCKED + REF_ONE, Ordering::Release);
             self.forget();
@@ -538,10 +613,12 @@ pub(crate) enum Released {
     /// That was the last one: free the node (the `Acquire` synchronisation
     /// with every other releaser is done).
     Last,
-    /// Only the shard array's reference would remain: the caller has claimed
-    /// the collapse (`SHARDS_REF` cleared) and still holds its reference;
-    /// `shards::collapse` moves the counts and drops both references, which
-    /// frees the node if nothing else holds it.
+    /// Only the shard array's reference remains, and the caller, whose
+    /// decrement got there, owns the collapse (`shards::collapse`). Until it
+    /// clears `SHARDS_REF` the word is frozen: nobody else holds a
+    /// reference, and walkers that find the node wait instead of taking one
+    /// ([`Word::try_acquire_ref`]), so no second releaser can reach this
+    /// state and collapse (and free) the node under the owner.
     #[cfg(cancel_tree_shards)]
     Collapse,
 }
@@ -549,6 +626,10 @@ pub(crate) enum Released {
 impl Released {
     #[inline]
     fn from_prev(word: &Word, prev: usize) -> Released {
+        #[cfg(cancel_tree_shards)]
+        if refs(prev) == 2 && prev & SHARDS_REF != 0 {
+            return Released::Collapse;
+        }
         if refs(prev) != 1 || prev & IMMORTAL != 0 {
             return Released::Kept;
         }

@@ -475,9 +475,10 @@ fn sharded_children_outlive_parent() {
 /// array's reference collapses the array) and its children go too: the node
 /// is freed exactly once, after its last child. (Regression for a
 /// use-after-free an independent review found, where the claim of the
-/// collapse was a separate step after the decrement; loom cannot see an
-/// access to freed memory, so this model checks the counting and Miri with a
-/// forced delay reproduced the old bug.)
+/// collapse was a separate step after the decrement. Freed nodes are
+/// poisoned under loom, but this model does not reach that interleaving at
+/// its bound; `collapse_owner_vs_walker_reference` does, and fails without
+/// the fix.)
 #[test]
 fn collapse_vs_parent_walk() {
     // Bound 2: at 3 this model (two threads, each deriving, dropping and one
@@ -506,4 +507,47 @@ fn collapse_vs_parent_walk() {
         drop(root);
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
     });
+}
+
+/// The last context of a sharded node goes (leaving only the shard array's
+/// reference, so its releaser owns the collapse) while a parent walk finds
+/// the node in its list and wants a reference. The walk must not take and
+/// drop a reference in between: that drop would make it a second collapse
+/// owner, which frees the node under the first (the use-after-free an
+/// independent review found). Freed nodes are poisoned under loom, so any
+/// late access fails the model. Run with the node's child in a shard alive
+/// through the collapse (its count moves to the word) and already gone
+/// (the collapse frees the node).
+#[test]
+fn collapse_owner_vs_walker_reference() {
+    for child_outlives in [true, false] {
+        loom::model(move || {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let v = Context::background().with_value(Drops(dropped.clone()));
+            let (root, rcancel) = v.with_cancel();
+            drop(v);
+            let (p, ph) = root.with_cancel();
+            ph.detach();
+            p.loom_install_shards();
+            let (c, ch) = p.with_cancel();
+            ch.detach();
+            let c = if child_outlives {
+                Some(c)
+            } else {
+                drop(c);
+                None
+            };
+            let walker = thread::spawn(move || rcancel.cancel());
+            drop(p);
+            walker.join().unwrap();
+            assert!(root.is_cancelled());
+            if let Some(c) = c {
+                assert!(c.is_cancelled());
+                drop(c);
+            }
+            assert_eq!(dropped.load(Ordering::SeqCst), 0);
+            drop(root);
+            assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        });
+    }
 }
