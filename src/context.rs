@@ -160,21 +160,35 @@ impl Context {
         unsafe {
             let parent = &*self.scope;
             #[cfg(cancel_tree_shards)]
-            if acquire && attach_sharded(parent, s) {
-                return;
-            }
-            let guard = if acquire {
-                parent.hdr.word.lock_and_acquire_ref()
+            let (guard, w) = if acquire {
+                let shards = crate::shards::of(parent);
+                let locked = if shards.is_null() {
+                    parent.hdr.word.try_lock_seen()
+                } else {
+                    None
+                };
+                match locked {
+                    Some(locked) => locked,
+                    // Another thread holds the lock (install the shards), or
+                    // they are installed already.
+                    None if attach_sharded(parent, s, shards) => return,
+                    None => parent.hdr.word.lock_seen(),
+                }
             } else {
-                parent.hdr.word.lock()
+                parent.hdr.word.lock_seen()
             };
-            let w = guard.load();
+            #[cfg(not(cancel_tree_shards))]
+            let (guard, w) = parent.hdr.word.lock_seen();
             if w & CANCELLED != 0 {
                 (*s).inherit_end(parent, w);
             } else {
-                parent.link_child(s);
+                parent.link_child(s, w);
             }
-            drop(guard);
+            if acquire {
+                guard.unlock_and_acquire_ref();
+            } else {
+                drop(guard);
+            }
         }
     }
 
@@ -584,20 +598,21 @@ impl fmt::Debug for Context {
 
 /// Links a fresh child `s` (whose parent node is `parent`) into the calling
 /// thread's shard of `parent`, taking its reference there, or makes it
-/// born-cancelled. The shard array is installed the first time the parent's
-/// own lock is found taken (another thread is deriving or dropping a child
-/// right now). Returns `false` (nothing done) when the parent has no array and
-/// its lock is free, or cannot have one: use the parent's own list then.
+/// born-cancelled. `shards` is the parent's array as just read; when it is
+/// null the caller found the parent's own lock taken (another thread is
+/// deriving or dropping a child right now), and the array is installed.
+/// Returns `false` (nothing done) when the parent cannot have one (an
+/// immortal scope): use the parent's own list then.
 ///
 /// # Safety
 /// `s` is alive and not shared yet; the caller holds a reference on `parent`.
 #[cfg(cancel_tree_shards)]
-unsafe fn attach_sharded(parent: &Scope, s: *const Scope) -> bool {
-    let mut shards = crate::shards::of(parent);
+unsafe fn attach_sharded(
+    parent: &Scope,
+    s: *const Scope,
+    mut shards: *const crate::shards::Shards,
+) -> bool {
     if shards.is_null() {
-        if parent.hdr.word.load() & state::LOCKED == 0 {
-            return false;
-        }
         shards = crate::shards::install(parent);
         if shards.is_null() {
             return false;

@@ -298,7 +298,7 @@ impl<'p> LocalScope<'p> {
             if w & CANCELLED != 0 {
                 this.node.scope.inherit_end(parent, w);
             } else {
-                parent.link_child(me);
+                parent.link_child(me, w);
             }
         }
         this.node.scope.hdr.word.set_unshared(ATTACHED);

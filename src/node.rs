@@ -176,11 +176,11 @@ impl Scope {
     /// Links `child` at the front of this scope's own child list.
     ///
     /// # Safety
-    /// The caller holds this scope's lock; `child` is alive, in no list, and
-    /// not yet visible to any other thread (its `LINKED` is set with a plain
-    /// store).
-    pub(crate) unsafe fn link_child(&self, child: *const Scope) {
-        self.hdr.word.mark_locked(state::HAS_KIDS);
+    /// The caller holds this scope's lock and `seen` is the word as seen
+    /// under it; `child` is alive, in no list, and not yet visible to any
+    /// other thread (its `LINKED` is set with a plain store).
+    pub(crate) unsafe fn link_child(&self, child: *const Scope, seen: usize) {
+        self.hdr.word.mark_locked(state::HAS_KIDS, seen);
         // SAFETY: (caller) the lock guards the list.
         unsafe { link(&self.children, child) }
     }

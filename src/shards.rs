@@ -213,7 +213,7 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
         unsafe { drop(Box::from_raw(new)) };
         return cur;
     }
-    parent.hdr.word.mark_locked(HAS_KIDS);
+    parent.hdr.word.mark_locked(HAS_KIDS, guard.load());
     parent.shards.store(new, Ordering::Release);
     parent.hdr.word.take_shards_ref();
     drop(guard);

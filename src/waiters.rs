@@ -94,7 +94,9 @@ impl Scope {
                 (*head).prev.with_mut(|p| *p = link);
             }
             self.waiters.with_mut(|h| *h = link);
-            self.hdr.word.mark_locked(state::HAS_WAITERS);
+            self.hdr
+                .word
+                .mark_locked(state::HAS_WAITERS, self.hdr.word.load());
             (*link).set_status(LINKED);
         }
     }
