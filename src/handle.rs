@@ -106,8 +106,9 @@ impl Drop for CancelHandle {
         // The common case, a plain leaf nobody waits on: end it and give up
         // the handle's reference in one compare-and-swap (`Busy` if that
         // reference could be the last, or the node has lists).
-        if state::kind(word.load()) == state::KIND_CANCEL
-            && word.try_end_leaf(state::CANCELLED, true, 0) == state::TryEnd::Ended
+        let seen = word.load();
+        if state::kind(seen) == state::KIND_CANCEL
+            && word.try_end_leaf_seen(seen, state::CANCELLED, true, 0) == state::TryEnd::Ended
         {
             return;
         }

@@ -478,15 +478,28 @@ impl Word {
     /// `clear` bits are cleared in the same step (a walker's `LINKED`).
     #[inline]
     pub(crate) fn try_end_leaf(&self, bits: usize, release: bool, clear: usize) -> TryEnd {
+        self.try_end_leaf_seen(self.0.load(Ordering::Relaxed), bits, release, clear)
+    }
+
+    /// [`try_end_leaf`](Word::try_end_leaf) starting from `seen`, a value
+    /// of the word the caller just loaded (saves loading it again).
+    #[inline]
+    pub(crate) fn try_end_leaf_seen(
+        &self,
+        seen: usize,
+        bits: usize,
+        release: bool,
+        clear: usize,
+    ) -> TryEnd {
         debug_assert_eq!(bits & !(END_BITS & !CAUSE_CUSTOM), 0);
         #[cfg(not(feature = "std"))]
         {
-            let _ = (release, clear);
+            let _ = (seen, release, clear);
             return TryEnd::Busy;
         }
         #[cfg_attr(not(feature = "std"), allow(unreachable_code))]
         let delta = if release { REF_ONE } else { 0 };
-        let mut cur = self.0.load(Ordering::Relaxed);
+        let mut cur = seen;
         loop {
             if cur & CANCELLED != 0 {
                 return TryEnd::AlreadyEnded;
