@@ -345,10 +345,9 @@ pub(crate) unsafe fn finish(mut next: Parent) {
         };
         #[cfg(feature = "alloc")]
         {
-            // SAFETY: we hold the last reference; nothing else can reach it
-            // except a walker holding the lock of the list it is in (its
-            // parent's own list or a shard), which `free`
-            // synchronises with.
+            // Only a walker holding the lock of the list the node is in can
+            // still reach it, and `free` takes that lock.
+            // SAFETY: we hold the last reference (see above).
             next = unsafe { free(node) };
         }
         // Without `alloc` every node is static or local (IMMORTAL), so a

@@ -375,10 +375,9 @@ impl Word {
     pub(crate) fn lock(&self) -> Guard<'_> {
         #[cfg(not(feature = "std"))]
         {
-            // SAFETY: the matching `release` runs in `Guard::drop`, with the
-            // restore state returned here; guards are dropped in the reverse
-            // order of their creation (they are scoped values), which is the
-            // nesting order critical-section requires.
+            // Guards are scoped values, dropped in the reverse order of their
+            // creation: the nesting order critical-section requires.
+            // SAFETY: the matching `release` runs in `Guard::drop`.
             let restore = unsafe { critical_section::acquire() };
             Guard {
                 word: self,

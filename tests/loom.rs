@@ -352,6 +352,15 @@ impl Drop for Drops {
     }
 }
 
+/// A cancellable scope under a value node that counts its own drop: the
+/// count turns 1 when the scope (which holds the value node) is freed.
+fn counted_scope() -> (Context, cancel_tree::CancelHandle, Arc<AtomicUsize>) {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let v = Context::background().with_value(Drops(dropped.clone()));
+    let (scope, handle) = v.with_cancel();
+    (scope, handle, dropped)
+}
+
 /// A handle dropped while its context lives (the lock-free end-and-release
 /// in one step) racing the parent's walk flagging the same leaf without its
 /// lock: the leaf ends once, with the right error, and is freed once.
@@ -400,10 +409,7 @@ fn walk_flag_vs_first_grandchild() {
 #[test]
 fn child_free_vs_parent_free() {
     loom::model(|| {
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let v = Context::background().with_value(Drops(dropped.clone()));
-        let (parent, ph) = v.with_cancel();
-        drop(v);
+        let (parent, ph, dropped) = counted_scope();
         let (child, chh) = parent.with_cancel();
         let t = thread::spawn(move || {
             drop(chh);
@@ -440,10 +446,7 @@ fn concurrent_derives_vs_cancel() {
 #[test]
 fn sharded_children_outlive_parent() {
     loom::model(|| {
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let v = Context::background().with_value(Drops(dropped.clone()));
-        let (parent, ph) = v.with_cancel();
-        drop(v);
+        let (parent, ph, dropped) = counted_scope();
         let p1 = parent.clone();
         let p2 = parent.clone();
         let t1 = thread::spawn(move || {
@@ -486,10 +489,7 @@ fn collapse_vs_parent_walk() {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
     builder.check(|| {
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let v = Context::background().with_value(Drops(dropped.clone()));
-        let (root, rcancel) = v.with_cancel();
-        drop(v);
+        let (root, rcancel, dropped) = counted_scope();
         let (p, ph) = root.with_cancel();
         ph.detach();
         let p2 = p.clone();
@@ -522,10 +522,7 @@ fn collapse_vs_parent_walk() {
 fn collapse_owner_vs_walker_reference() {
     for child_outlives in [true, false] {
         loom::model(move || {
-            let dropped = Arc::new(AtomicUsize::new(0));
-            let v = Context::background().with_value(Drops(dropped.clone()));
-            let (root, rcancel) = v.with_cancel();
-            drop(v);
+            let (root, rcancel, dropped) = counted_scope();
             let (p, ph) = root.with_cancel();
             ph.detach();
             p.loom_install_shards();
