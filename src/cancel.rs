@@ -17,8 +17,10 @@
 //!
 //! A cancel that finds its scope already cancelled (a concurrent cancel, a
 //! parent's walk meeting a child that cancelled itself) waits, with `std`,
-//! until `WALKING` clears: phase 1 runs no user code and never blocks, so the
-//! wait is short and cannot deadlock, and it keeps the promise that when any
+//! until `WALKING` clears: phase 1 runs no user code and never blocks (but
+//! for the one RMW a shard-array collapse owner does right after its
+//! decrement, see `state::Released::Collapse`), so the wait is short and
+//! cannot deadlock, and it keeps the promise that when any
 //! `cancel()` returns every descendant reports cancelled. Without `std` there
 //! is no waiting (an interrupt handler must not wait for the code it
 //! interrupted): a losing `cancel()` returns at once, and the winning walk

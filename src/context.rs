@@ -520,12 +520,13 @@ impl Context {
         }
     }
 
-    /// Loom models only: gives this context's scope its shard array now, as
-    /// the first contended derive would, so a model can start from a sharded
-    /// parent without exploring the contention that installs one.
-    #[cfg(all(cancel_tree_loom, cancel_tree_shards))]
+    /// Tests only (not part of the API): gives this context's scope its
+    /// shard array now, as the first contended derive would, so a test or a
+    /// loom model can start from a sharded parent without the contention
+    /// that installs one.
+    #[cfg(cancel_tree_shards)]
     #[doc(hidden)]
-    pub fn loom_install_shards(&self) {
+    pub fn install_shards_for_tests(&self) {
         if !self.scope.is_null() && self.node == self.scope.cast() {
             // SAFETY: our reference keeps the scope alive.
             crate::shards::install(unsafe { &*self.scope });

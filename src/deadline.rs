@@ -289,9 +289,13 @@ pub(crate) unsafe fn free(ds: *const DeadlineScope) -> node::Parent {
         crate::shards::free(&(*ds).scope);
         #[cfg(not(cancel_tree_loom))]
         drop(Box::from_raw(ds.cast_mut()));
-        // Loom: poisoned and kept, so a late access is caught.
+        // Loom: poisoned and kept, so a late access is caught; the cause
+        // (user code in its `Drop`) is dropped as a free would.
         #[cfg(cancel_tree_loom)]
-        (*ds).scope.hdr.word.poison();
+        {
+            ptr::drop_in_place(&raw mut (*ds.cast_mut()).cause);
+            (*ds).scope.hdr.word.poison();
+        }
         guard.defuse()
     }
 }

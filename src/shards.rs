@@ -19,14 +19,14 @@
 //! array itself (`SHARDS_REF`). A shard's count lives in the shard's word and
 //! changes only under the shard's lock. A release that would leave only the
 //! shard array's reference (nobody can derive a new child any more) makes
-//! its releaser the owner of the *collapse*. Until the owner clears
-//! `SHARDS_REF` the word is frozen: no one else holds a reference, and a
-//! walker that finds the parent in a list (or a timer that pops it) waits
-//! rather than take one, so no second releaser can reach that state and
-//! free the parent under the owner. The owner clears `SHARDS_REF` (the
-//! array's reference becomes its own); then, shard by shard under each
-//! shard's lock, it moves the count into the parent's word and marks the
-//! shard collapsed, and finally drops that reference. Releases stay one
+//! its releaser the owner of the *collapse*, and its very next step claims
+//! it: it clears `SHARDS_REF`, and the array's reference becomes its own.
+//! Between the two the word is frozen: no one else holds a reference, and
+//! a walker that finds the parent in a list (or a timer that pops it)
+//! waits rather than take one, so no second releaser can reach that state
+//! and free the parent under the owner. Then, shard by shard under each
+//! shard's lock, the owner moves the count into the parent's word and marks
+//! the shard collapsed, and finally drops that reference. Releases stay one
 //! `fetch_sub`. A child of a collapsed shard gives its reference back to the
 //! parent's word directly. The parent is freed when that word reaches zero,
 //! as always, and frees the array with it.
@@ -55,6 +55,10 @@ pub(crate) const SHARDS: usize = 2;
 const S_LOCKED: usize = 1;
 const S_COLLAPSED: usize = 2;
 const S_ONE: usize = 4;
+/// Under loom a freed array is kept with this in every shard word, and
+/// locking a shard checks for it (a late access fails the model).
+#[cfg(cancel_tree_loom)]
+const S_POISON: usize = usize::MAX;
 
 /// One extra child list of a parent, on its own cache lines.
 #[repr(C, align(128))]
@@ -92,6 +96,8 @@ impl Shard {
         let mut spins = 0;
         let mut cur = self.word.load(Ordering::Relaxed);
         loop {
+            #[cfg(cancel_tree_loom)]
+            assert_ne!(cur, S_POISON, "a freed shard array was used");
             if cur & S_LOCKED == 0 {
                 match self.word.compare_exchange_weak(
                     cur,
@@ -222,16 +228,14 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
 
 /// Collapses the shard array of `p` (see the module docs): the caller got
 /// [`Released::Collapse`](crate::state::Released::Collapse), so its
-/// decrement left only the array's reference and it owns the collapse. That
-/// reference becomes the caller's and is dropped here.
+/// decrement left only the array's reference, it owns the collapse, and its
+/// claim turned that reference into its own, which is dropped here.
 ///
 /// # Safety
 /// `p` is alive and the caller owns the collapse as described above.
 pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
-    // SAFETY: (caller) the array's reference keeps `p` alive, and nobody can
-    // drop it but us: the word is frozen until the claim below.
+    // SAFETY: (caller) the former array's reference keeps `p` alive.
     let scope = unsafe { &*p };
-    scope.hdr.word.claim_shards_ref();
     let shards = of(scope);
     debug_assert!(!shards.is_null());
     // SAFETY: installed before SHARDS_REF was set, freed only with `p`.
@@ -261,7 +265,15 @@ pub(crate) unsafe fn free(scope: &Scope) {
     let shards = scope.shards.load(Ordering::Acquire);
     if !shards.is_null() {
         // SAFETY: made by `Box::into_raw` in `install`; every child is gone.
-        unsafe { drop(Box::from_raw(shards)) };
+        #[cfg(not(cancel_tree_loom))]
+        unsafe {
+            drop(Box::from_raw(shards))
+        };
+        // SAFETY: as above; under loom the array is poisoned and kept.
+        #[cfg(cancel_tree_loom)]
+        for shard in unsafe { &(*shards).shard } {
+            shard.word.store(S_POISON, Ordering::Relaxed);
+        }
     }
 }
 

@@ -91,8 +91,7 @@ pub(crate) const SHARDS_REF: usize = 1 << 18;
 #[cfg(cancel_tree_shards)]
 pub(crate) const REF_SHIFT: u32 = 19;
 
-/// `true` if the word shows a shard array's reference (a release that could
-/// leave only that reference must go through `release_ref`).
+/// `true` if the word shows a shard array's reference.
 #[inline(always)]
 const fn has_shards_ref(word: usize) -> bool {
     #[cfg(cancel_tree_shards)]
@@ -279,8 +278,9 @@ impl Word {
     /// freed). Used by walkers that find a node in a list.
     ///
     /// A node whose only reference is its shard array's is waiting for its
-    /// collapse owner's first step (see [`Released::Collapse`]); this waits
-    /// for it (a few instructions, unless the owner was preempted).
+    /// collapse owner's claim, the RMW right after the owner's decrement
+    /// (see [`Released::Collapse`]); this waits for it (one instruction,
+    /// unless the owner was preempted between the two).
     pub(crate) fn try_acquire_ref(&self) -> bool {
         #[cfg(cancel_tree_shards)]
         let mut spins = 0;
@@ -316,9 +316,9 @@ impl Word {
         Released::from_prev(self, self.0.fetch_sub(REF_ONE, Ordering::Release))
     }
 
-    /// The collapse owner's first step (see [`Released::Collapse`]): clears
-    /// `SHARDS_REF`, which turns the array's reference into the owner's and
-    /// lets walkers take references again.
+    /// The collapse owner's claim, right after its decrement (see
+    /// [`Released::Collapse`]): clears `SHARDS_REF`, which turns the array's
+    /// reference into the owner's and lets walkers take references again.
     #[cfg(cancel_tree_shards)]
     pub(crate) fn claim_shards_ref(&self) {
         let prev = self.0.fetch_and(!SHARDS_REF, Ordering::AcqRel);
@@ -673,12 +673,14 @@ pub(crate) enum Released {
     /// That was the last one: free the node (the `Acquire` synchronisation
     /// with every other releaser is done).
     Last,
-    /// Only the shard array's reference remains, and the caller, whose
-    /// decrement got there, owns the collapse (`shards::collapse`). Until it
-    /// clears `SHARDS_REF` the word is frozen: nobody else holds a
-    /// reference, and walkers that find the node wait instead of taking one
-    /// ([`Word::try_acquire_ref`]), so no second releaser can reach this
-    /// state and collapse (and free) the node under the owner.
+    /// Only the shard array's reference remained, and the caller, whose
+    /// decrement got there, owns the collapse (`shards::collapse`). Between
+    /// that decrement and the claim that follows it at once (clearing
+    /// `SHARDS_REF`: the array's reference becomes the caller's), the word
+    /// is frozen: nobody else holds a reference, and walkers that find the
+    /// node wait instead of taking one ([`Word::try_acquire_ref`]), so no
+    /// second releaser can reach this state and collapse (and free) the
+    /// node under the owner.
     #[cfg(cancel_tree_shards)]
     Collapse,
 }
@@ -688,6 +690,10 @@ impl Released {
     fn from_prev(word: &Word, prev: usize) -> Released {
         #[cfg(cancel_tree_shards)]
         if refs(prev) == 2 && prev & SHARDS_REF != 0 {
+            // The very next step, so that nobody waits on the frozen word
+            // while this thread runs anything else (a cause's `Drop` may
+            // cancel, and so wait for a walk that waits for this claim).
+            word.claim_shards_ref();
             return Released::Collapse;
         }
         if refs(prev) != 1 || prev & IMMORTAL != 0 {

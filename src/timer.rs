@@ -19,7 +19,10 @@
 //! (`state::Word`): a spin lock with `std`, a critical section without, so a
 //! clock may call [`Timers::fire`] from its alarm interrupt. The lock is never
 //! held while a context is cancelled: `fire` pops one due entry, takes a
-//! reference on its node, releases the lock, then cancels.
+//! reference on its node, releases the lock, then cancels. (Taking that
+//! reference may wait, with the lock held, for the one RMW a shard-array
+//! collapse owner does right after its decrement; the owner needs no lock
+//! for it.)
 
 use core::fmt;
 use core::ptr;

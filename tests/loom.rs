@@ -525,7 +525,7 @@ fn collapse_owner_vs_walker_reference() {
             let (root, rcancel, dropped) = counted_scope();
             let (p, ph) = root.with_cancel();
             ph.detach();
-            p.loom_install_shards();
+            p.install_shards_for_tests();
             let (c, ch) = p.with_cancel();
             ch.detach();
             let c = if child_outlives {
