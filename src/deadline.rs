@@ -161,6 +161,8 @@ pub(crate) fn with_deadline(
     }
     // SAFETY: `parent` keeps its node alive.
     let clock = unsafe { clock_of(parent.node) };
+    #[allow(clippy::let_unit_value)] // `()` without shard arrays
+    let hint = parent.shard_hint();
     let ds = Box::new(DeadlineScope {
         scope: Scope::new(state::KIND_DEADLINE | (2 * REF_ONE), parent.node),
         timer: TimerNode::new(at),
@@ -175,7 +177,7 @@ pub(crate) fn with_deadline(
     let ds: *const DeadlineScope = Box::into_raw(ds);
     let s: *const Scope = ds.cast();
     // SAFETY: fresh node; `parent` holds a reference on its node.
-    unsafe { parent.attach_acquiring(s) };
+    unsafe { parent.attach_acquiring(s, hint) };
     let ctx = Context {
         node: s.cast(),
         scope: s,
