@@ -139,11 +139,10 @@ impl Context {
 
     /// Where a child of ours will be linked: our scope's shard array if it
     /// has one (null: its own list), read *before* the child is built. Read
-    /// after, the load could land on a cache line the child's fresh stores
-    /// share (blocks are 16-byte aligned, so a 64-byte child can share a
-    /// line with its parent's shard pointer), and it then cost 10 ns of an
-    /// 18 ns create + drop in the benchmark process. A stale null only
-    /// sends the child to the own list, which is always correct.
+    /// after the child's fresh stores, in some heap layouts it waited on
+    /// them (4 KiB aliasing is the suspect) and cost 10 ns of an 18 ns
+    /// create + drop in the benchmark process. A stale null only sends the
+    /// child to the own list, which is always correct.
     #[inline(always)]
     pub(crate) fn shard_hint(&self) -> ShardHint {
         #[cfg(cancel_tree_shards)]
