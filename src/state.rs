@@ -184,6 +184,16 @@ mod checked {
     /// `AtomicUsize` that checks every value it reads.
     pub(crate) struct CheckedAtomic(AtomicUsize);
 
+    /// The read-modify-writes, each checking the value it replaced.
+    macro_rules! checked_rmw {
+        ($($op:ident),*) => {$(
+            #[track_caller]
+            pub(crate) fn $op(&self, v: usize, o: Ordering) -> usize {
+                live(self.0.$op(v, o))
+            }
+        )*};
+    }
+
     impl CheckedAtomic {
         pub(crate) fn new(v: usize) -> Self {
             Self(AtomicUsize::new(v))
@@ -198,26 +208,7 @@ mod checked {
         pub(crate) fn store(&self, v: usize, o: Ordering) {
             self.0.store(v, o);
         }
-        #[track_caller]
-        pub(crate) fn fetch_add(&self, v: usize, o: Ordering) -> usize {
-            live(self.0.fetch_add(v, o))
-        }
-        #[track_caller]
-        pub(crate) fn fetch_sub(&self, v: usize, o: Ordering) -> usize {
-            live(self.0.fetch_sub(v, o))
-        }
-        #[track_caller]
-        pub(crate) fn fetch_or(&self, v: usize, o: Ordering) -> usize {
-            live(self.0.fetch_or(v, o))
-        }
-        #[track_caller]
-        pub(crate) fn fetch_and(&self, v: usize, o: Ordering) -> usize {
-            live(self.0.fetch_and(v, o))
-        }
-        #[track_caller]
-        pub(crate) fn fetch_xor(&self, v: usize, o: Ordering) -> usize {
-            live(self.0.fetch_xor(v, o))
-        }
+        checked_rmw!(fetch_add, fetch_sub, fetch_or, fetch_and, fetch_xor);
         #[track_caller]
         pub(crate) fn compare_exchange_weak(
             &self,
