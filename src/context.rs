@@ -190,8 +190,7 @@ impl Context {
             let parent = &*self.scope;
             #[cfg(cancel_tree_shards)]
             let (guard, w) = if acquire {
-                let shards = hint;
-                let locked = if shards.is_null() {
+                let locked = if hint.is_null() {
                     parent.hdr.word.try_lock_seen()
                 } else {
                     None
@@ -200,7 +199,7 @@ impl Context {
                     Some(locked) => locked,
                     // Another thread holds the lock (install the shards), or
                     // they are installed already.
-                    None if attach_sharded(parent, s, shards) => return,
+                    None if attach_sharded(parent, s, hint) => return,
                     None => parent.hdr.word.lock_seen(),
                 }
             } else {

@@ -168,7 +168,7 @@ pub(crate) unsafe fn free(p: *const Scope) {
         core::ptr::drop_in_place(p.cast_mut());
         imp::free_block(p.cast_mut());
     }
-    #[cfg(not(any(all(feature = "std", not(cancel_tree_loom)), cancel_tree_loom)))]
+    #[cfg(all(not(feature = "std"), not(cancel_tree_loom)))]
     // SAFETY: (caller) made by `Box::into_raw` in `boxed`.
     unsafe {
         drop(Box::from_raw(p.cast_mut()))

@@ -376,18 +376,7 @@ impl Word {
             }
         }
         #[cfg(feature = "std")]
-        {
-            let mut spins = 0;
-            loop {
-                let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
-                if prev & LOCKED == 0 {
-                    return Guard { word: self };
-                }
-                while self.0.load(Ordering::Relaxed) & LOCKED != 0 {
-                    crate::sync::backoff(&mut spins);
-                }
-            }
-        }
+        self.lock_seen().0
     }
 }
 
