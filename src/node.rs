@@ -282,8 +282,25 @@ pub(crate) unsafe fn acquire(node: NodePtr) {
 /// # Safety
 /// The caller owns one reference on `node`, which it gives up.
 pub(crate) unsafe fn release(node: NodePtr) {
-    // SAFETY: (caller).
-    unsafe { finish(Parent::Held(node)) }
+    if !is_heap(node) {
+        return;
+    }
+    // SAFETY: (caller) our reference keeps the node alive until this call.
+    let (released, seen) = unsafe { (*node).word.release_ref_seen() };
+    let next = match released {
+        Released::Kept => return,
+        // SAFETY: that was the last reference; `seen` is its word.
+        #[cfg(feature = "alloc")]
+        Released::Last => unsafe { free_seen(node, seen) },
+        #[cfg(not(feature = "alloc"))]
+        Released::Last => Parent::Dead(node),
+        #[cfg(cancel_tree_shards)]
+        Released::Collapse => Parent::Collapse(node),
+    };
+    #[cfg(not(feature = "alloc"))]
+    let _ = seen;
+    // SAFETY: `next` is what freeing (or releasing) left to settle.
+    unsafe { finish(next) }
 }
 
 /// What freeing a node did with its reference on its parent.
@@ -390,15 +407,26 @@ impl Drop for SettleOnUnwind {
 /// No references remain on `node`.
 #[cfg(feature = "alloc")]
 unsafe fn free(node: NodePtr) -> Parent {
-    // SAFETY: the node is alive until we free it below.
-    let word = unsafe { (*node).word.load() };
+    // SAFETY: (caller); the node is alive until freed.
+    unsafe { free_seen(node, (*node).word.load()) }
+}
+
+/// [`free`], given a value `word` the node's word had since its last
+/// reference was taken (only its kind and shard bits are used: the
+/// last release's, which saves a load right after that locked step).
+///
+/// # Safety
+/// As for [`free`].
+#[cfg(feature = "alloc")]
+unsafe fn free_seen(node: NodePtr, word: usize) -> Parent {
     match state::kind(word) {
         state::KIND_CANCEL => {
             let scope = node.cast::<Scope>();
             // SAFETY: our node is a scope that no one else references.
             unsafe {
-                let guard = SettleOnUnwind(detach_from_parent(scope, true));
-                drop_cause(&*scope);
+                let (parent, now) = detach_seen(scope, true, word);
+                let guard = SettleOnUnwind(parent);
+                drop_cause_seen(&*scope, now);
                 #[cfg(cancel_tree_shards)]
                 crate::shards::free(&*scope);
                 crate::node_cache::free(scope);
@@ -444,17 +472,33 @@ unsafe fn free(node: NodePtr) -> Parent {
 /// `scope` has no references left (or is a `LocalScope` its owner is
 /// dropping, which holds no reference on its parent: `give_up_ref` false).
 pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) -> Parent {
+    // SAFETY: (caller); the scope is alive.
+    unsafe { detach_seen(scope, give_up_ref, (*scope).hdr.word.load()).0 }
+}
+
+/// [`detach_from_parent`] given `word`, a value of the scope's word (only
+/// its fixed shard bits are used). Also returns the word as it is once no
+/// walker can touch the scope any more (loaded under the lock of the list
+/// it was in, after any walker that popped it let go): its `CAUSE_CUSTOM`
+/// is final.
+///
+/// # Safety
+/// As for [`detach_from_parent`].
+#[inline(always)]
+unsafe fn detach_seen(scope: *const Scope, give_up_ref: bool, word: usize) -> (Parent, usize) {
     // SAFETY: the scope is alive; its parent pointer is immutable and the
     // parent is alive (we still hold our reference on it).
     let parent = unsafe { (*scope).hdr.parent };
     // SAFETY: as above.
     let parent_scope = unsafe { scope_of(parent) };
     if parent_scope.is_null() {
-        return Parent::Held(parent); // never linked: the parent cannot be cancelled
+        // Never linked (the parent cannot be cancelled): no walker can
+        // reach the scope.
+        // SAFETY: the scope is alive.
+        return (Parent::Held(parent), unsafe { (*scope).hdr.word.load() });
     }
     #[cfg(cancel_tree_shards)]
-    // SAFETY: the scope is alive; its shard bits are fixed.
-    if let Some(k) = crate::shards::shard_of(unsafe { (*scope).hdr.word.load() }) {
+    if let Some(k) = crate::shards::shard_of(word) {
         // Only heap children whose parent node is the scope are sharded, and
         // each holds a reference counted in its shard.
         debug_assert!(give_up_ref && parent == parent_scope.cast());
@@ -463,46 +507,58 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) 
         let shard = unsafe { &(*crate::shards::of(&*parent_scope)).shard[k] };
         let mut guard = shard.lock();
         // SAFETY: as below, with the shard's lock.
-        unsafe {
-            if (*scope).hdr.word.load() & LINKED != 0 {
-                unlink(&shard.head, scope);
-            }
+        let now = unsafe { (*scope).hdr.word.load() };
+        if now & LINKED != 0 {
+            // SAFETY: as below.
+            unsafe { unlink(&shard.head, scope) };
         }
         if guard.collapsed() {
             // Our count moved to the parent's word.
             drop(guard);
             // SAFETY: our reference keeps the parent alive until this call.
-            return Parent::after_release(parent, unsafe { (*parent).word.release_ref() });
+            let released = unsafe { (*parent).word.release_ref() };
+            return (Parent::after_release(parent, released), now);
         }
         guard.uncount_child();
         drop(guard);
-        return Parent::Gone;
+        return (Parent::Gone, now);
     }
+    #[cfg(not(cancel_tree_shards))]
+    let _ = word;
     // Always take the lock, even if LINKED looks clear: a walker that popped
     // us may still be inspecting us under this lock, and taking it waits for
     // that to finish.
     // SAFETY: parent scope alive (see above).
     let guard = unsafe { (*parent_scope).hdr.word.lock() };
     // SAFETY: under the parent's lock, LINKED tells whether we are listed.
-    unsafe {
-        if (*scope).hdr.word.load() & LINKED != 0 {
-            unlink(&(*parent_scope).children, scope);
-        }
+    let now = unsafe { (*scope).hdr.word.load() };
+    if now & LINKED != 0 {
+        // SAFETY: as above.
+        unsafe { unlink(&(*parent_scope).children, scope) };
     }
     if give_up_ref && parent == parent_scope.cast() {
-        Parent::after_release(parent, guard.unlock_and_release())
+        (
+            Parent::after_release(parent, guard.unlock_and_release()),
+            now,
+        )
     } else {
         drop(guard);
-        Parent::Held(parent)
+        (Parent::Held(parent), now)
     }
 }
 
 /// Gives up the node's count on its custom cause.
 pub(crate) fn drop_cause(scope: &Scope) {
+    drop_cause_seen(scope, scope.hdr.word.load());
+}
+
+/// [`drop_cause`] given the node's final word.
+#[inline(always)]
+fn drop_cause_seen(scope: &Scope, word: usize) {
     #[cfg(not(feature = "alloc"))]
-    let _ = scope;
+    let _ = (scope, word);
     #[cfg(feature = "alloc")]
-    if scope.hdr.word.load() & CAUSE_CUSTOM != 0 {
+    if word & CAUSE_CUSTOM != 0 {
         let raw = scope.cause.with(|c| {
             // SAFETY: no other reference to the node remains.
             unsafe { *c }

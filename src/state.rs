@@ -304,7 +304,16 @@ impl Word {
     /// Drops a reference and says what the caller must do next.
     #[inline]
     pub(crate) fn release_ref(&self) -> Released {
-        Released::from_prev(self, self.0.fetch_sub(REF_ONE, Ordering::Release))
+        self.release_ref_seen().0
+    }
+
+    /// [`release_ref`](Word::release_ref), also returning the word as it
+    /// was just before (its kind and shard bits are fixed, so a freer need
+    /// not load the word again right after the locked decrement).
+    #[inline]
+    pub(crate) fn release_ref_seen(&self) -> (Released, usize) {
+        let prev = self.0.fetch_sub(REF_ONE, Ordering::Release);
+        (Released::from_prev(self, prev), prev)
     }
 
     /// The collapse owner's claim, right after its decrement (see
