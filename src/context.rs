@@ -179,12 +179,63 @@ impl Context {
     /// # Safety
     /// `s` is alive and not shared yet; with `acquire`, `self.node` is
     /// `self.scope` and the child's reference on it is taken with the lock.
+    #[inline(always)]
     unsafe fn attach_with(&self, s: *const Scope, acquire: bool, hint: ShardHint) {
-        #[cfg(not(cancel_tree_shards))]
-        let () = hint;
         if self.scope.is_null() {
             return;
         }
+        // The common case, inlined: the parent's own list (no shard array)
+        // and its lock free at the first try.
+        #[cfg(cancel_tree_shards)]
+        let own_list = hint.is_null();
+        #[cfg(not(cancel_tree_shards))]
+        let own_list = true;
+        if own_list {
+            // SAFETY: our scope is alive while we are.
+            let parent = unsafe { &*self.scope };
+            if let Some((guard, w)) = parent.hdr.word.try_lock_seen() {
+                // SAFETY: as in `attach_contended`.
+                unsafe { Context::link_locked(parent, s, w) };
+                if acquire {
+                    guard.unlock_and_acquire_ref();
+                } else {
+                    drop(guard);
+                }
+                return;
+            }
+        }
+        // SAFETY: (caller).
+        unsafe { self.attach_contended(s, acquire, hint) }
+    }
+
+    /// Links `s` under `parent`, whose lock the caller holds (`w`: the word
+    /// seen under it), or makes it born-cancelled.
+    ///
+    /// # Safety
+    /// `s` is alive and not shared yet.
+    #[inline(always)]
+    unsafe fn link_locked(parent: &Scope, s: *const Scope, w: usize) {
+        // SAFETY: (caller); the lock is held.
+        unsafe {
+            if w & CANCELLED != 0 {
+                (*s).inherit_end(parent, w);
+            } else {
+                parent.link_child(s, w);
+            }
+        }
+    }
+
+    /// [`attach_with`](Context::attach_with) when the parent's lock was
+    /// taken or it has a shard array: out of line, to keep the common path
+    /// small.
+    ///
+    /// # Safety
+    /// As for [`attach_with`](Context::attach_with).
+    #[cold]
+    #[inline(never)]
+    unsafe fn attach_contended(&self, s: *const Scope, acquire: bool, hint: ShardHint) {
+        #[cfg(not(cancel_tree_shards))]
+        let () = hint;
         // SAFETY: our scope is alive while we are; `s` is fresh (caller).
         unsafe {
             let parent = &*self.scope;
@@ -207,11 +258,7 @@ impl Context {
             };
             #[cfg(not(cancel_tree_shards))]
             let (guard, w) = parent.hdr.word.lock_seen();
-            if w & CANCELLED != 0 {
-                (*s).inherit_end(parent, w);
-            } else {
-                parent.link_child(s, w);
-            }
+            Context::link_locked(parent, s, w);
             if acquire {
                 guard.unlock_and_acquire_ref();
             } else {

@@ -421,16 +421,21 @@ impl Word {
     }
 
     /// [`lock_seen`](Word::lock_seen) without waiting: `None` if another
-    /// thread holds the lock (std only).
-    #[cfg(feature = "std")]
+    /// thread holds the lock. Without `std` the lock is a critical section,
+    /// which this takes (never `None`).
     #[inline]
     pub(crate) fn try_lock_seen(&self) -> Option<(Guard<'_>, usize)> {
-        let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
-        if prev & LOCKED == 0 {
-            Some((Guard { word: self }, prev | LOCKED))
-        } else {
-            None
+        #[cfg(feature = "std")]
+        {
+            let prev = self.0.fetch_or(LOCKED, Ordering::Acquire);
+            if prev & LOCKED == 0 {
+                Some((Guard { word: self }, prev | LOCKED))
+            } else {
+                None
+            }
         }
+        #[cfg(not(feature = "std"))]
+        Some(self.lock_seen())
     }
 
     /// Sets the sticky `HAS_KIDS` / `HAS_WAITERS` bits (an RMW once per node;
