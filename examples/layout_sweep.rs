@@ -120,8 +120,13 @@ fn sweep(sibs: usize) {
     let (a, b, c) = range(&ct, |x| x.0);
     let (d, e, f) = range(&ct, |x| x.1);
     let (g, _, h) = range(&tu, |x| x.1);
-    println!("{sibs} siblings, {} cancel-tree layouts x {ROUNDS} rounds:", ct.len());
-    println!("  cancel-tree per-layout min    {a:.1} .. {b:.1} .. {c:.1} ns (lowest, median, highest)");
+    println!(
+        "{sibs} siblings, {} cancel-tree layouts x {ROUNDS} rounds:",
+        ct.len()
+    );
+    println!(
+        "  cancel-tree per-layout min    {a:.1} .. {b:.1} .. {c:.1} ns (lowest, median, highest)"
+    );
     println!("  cancel-tree per-layout median {d:.1} .. {e:.1} .. {f:.1} ns");
     println!("  tokio-util  per-layout median {g:.1} .. {h:.1} ns ({PARENTS} layouts)");
     println!(

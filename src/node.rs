@@ -411,9 +411,10 @@ unsafe fn free(node: NodePtr) -> Parent {
     unsafe { free_seen(node, (*node).word.load()) }
 }
 
-/// [`free`], given a value `word` the node's word had since its last
-/// reference was taken (only its kind and shard bits are used: the
-/// last release's, which saves a load right after that locked step).
+/// [`free`], given `word`, any value the node's word has had (only the
+/// fixed kind and shard bits are used). The last release passes the value
+/// its `fetch_sub` returned, which saves loading the word right after that
+/// locked step.
 ///
 /// # Safety
 /// As for [`free`].
