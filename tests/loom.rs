@@ -383,6 +383,43 @@ fn leaf_end_and_release_vs_parent_walk() {
     });
 }
 
+/// A custom cause that counts its drops.
+#[derive(Debug)]
+struct CountedCause(Arc<AtomicUsize>);
+impl std::fmt::Display for CountedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("counted")
+    }
+}
+impl std::error::Error for CountedCause {}
+impl Drop for CountedCause {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A walk with a custom cause may write it into a leaf whose last
+/// reference has just gone (under the parent's lock, before the leaf's free
+/// takes that lock). The free reads `CAUSE_CUSTOM` from the word it loads
+/// under that lock, not from its last decrement: the cause is released
+/// exactly once, never leaked.
+#[test]
+fn custom_cause_walk_vs_leaf_free() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (parent, pcancel) = Context::background().with_cancel();
+        let (child, ch) = parent.with_cancel();
+        ch.detach();
+        let t = thread::spawn(move || drop(child));
+        pcancel.cancel_with(CountedCause(dropped.clone()));
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(parent);
+        drop(pcancel);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
 /// A walk that flags a child without its lock while another thread derives
 /// the child's first child (taking the child's lock, setting HAS_KIDS): the
 /// grandchild ends cancelled whichever way it goes.
