@@ -212,7 +212,8 @@ impl Context {
     /// seen under it), or makes it born-cancelled.
     ///
     /// # Safety
-    /// `s` is alive and not shared yet.
+    /// `s` is alive and not shared yet; the caller holds `parent`'s lock and
+    /// `w` is the word it saw when taking it.
     #[inline(always)]
     unsafe fn link_locked(parent: &Scope, s: *const Scope, w: usize) {
         // SAFETY: (caller); the lock is held.

@@ -344,7 +344,8 @@ impl Drop for LocalScope<'_> {
         // Give up the owner's reference and wait for walkers / `fire` calls
         // that already hold one (never waits on a single core).
         self.node.scope.hdr.word.release_owner_and_wait();
-        node::drop_cause(&self.node.scope);
+        // SAFETY: no reference is left and nothing can reach the node.
+        unsafe { node::drop_cause(&self.node.scope) };
     }
 }
 

@@ -411,8 +411,8 @@ unsafe fn free(node: NodePtr) -> Parent {
     unsafe { free_seen(node, (*node).word.load()) }
 }
 
-/// [`free`], given `word`, any value the node's word has had (only the
-/// fixed kind and shard bits are used). The last release passes the value
+/// [`free`], given `word`, any value the node's word has had since it was
+/// shared (only the kind and shard bits, fixed by then, are used). The last release passes the value
 /// its `fetch_sub` returned, which saves loading the word right after that
 /// locked step.
 ///
@@ -427,6 +427,9 @@ unsafe fn free_seen(node: NodePtr, word: usize) -> Parent {
             unsafe {
                 let (parent, now) = detach_seen(scope, true, word);
                 let guard = SettleOnUnwind(parent);
+                // `now` was loaded under the lock of the list the scope was
+                // in, and no reference remains: nothing can set the bit
+                // after it.
                 drop_cause_seen(&*scope, now);
                 #[cfg(cancel_tree_shards)]
                 crate::shards::free(&*scope);
@@ -477,11 +480,13 @@ pub(crate) unsafe fn detach_from_parent(scope: *const Scope, give_up_ref: bool) 
     unsafe { detach_seen(scope, give_up_ref, (*scope).hdr.word.load()).0 }
 }
 
-/// [`detach_from_parent`] given `word`, a value of the scope's word (only
-/// its fixed shard bits are used). Also returns the word as it is once no
-/// walker can touch the scope any more (loaded under the lock of the list
-/// it was in, after any walker that popped it let go): its `CAUSE_CUSTOM`
-/// is final.
+/// [`detach_from_parent`] given `word`, any value of the scope's word
+/// since it was shared (only its shard bits, fixed by then, are used). Also
+/// returns the word as loaded under the lock of the list it was in, after
+/// any walker that popped it let go. For a scope with no references left
+/// (the free path) no walker can touch it after that, so that value's
+/// `CAUSE_CUSTOM` is final; a `LocalScope` owner still holds a reference
+/// and must load again after `release_owner_and_wait`.
 ///
 /// # Safety
 /// As for [`detach_from_parent`].
@@ -507,10 +512,10 @@ unsafe fn detach_seen(scope: *const Scope, give_up_ref: bool, word: usize) -> (P
         // array was installed before we were linked in it.
         let shard = unsafe { &(*crate::shards::of(&*parent_scope)).shard[k] };
         let mut guard = shard.lock();
-        // SAFETY: as below, with the shard's lock.
+        // SAFETY: the scope is alive.
         let now = unsafe { (*scope).hdr.word.load() };
         if now & LINKED != 0 {
-            // SAFETY: as below.
+            // SAFETY: under the shard's lock, LINKED says we are in its list.
             unsafe { unlink(&shard.head, scope) };
         }
         if guard.collapsed() {
@@ -549,13 +554,23 @@ unsafe fn detach_seen(scope: *const Scope, give_up_ref: bool, word: usize) -> (P
 }
 
 /// Gives up the node's count on its custom cause.
-pub(crate) fn drop_cause(scope: &Scope) {
-    drop_cause_seen(scope, scope.hdr.word.load());
+///
+/// # Safety
+/// No reference to the node remains and nothing can reach it any more (it
+/// is off every list and queue), so its cause cell and `CAUSE_CUSTOM` are
+/// final; called once per node.
+pub(crate) unsafe fn drop_cause(scope: &Scope) {
+    // SAFETY: (caller).
+    unsafe { drop_cause_seen(scope, scope.hdr.word.load()) }
 }
 
-/// [`drop_cause`] given the node's final word.
+/// [`drop_cause`] given the node's word as loaded once nothing could reach
+/// it any more (its `CAUSE_CUSTOM` is final).
+///
+/// # Safety
+/// As for [`drop_cause`], and `word` is such a load.
 #[inline(always)]
-fn drop_cause_seen(scope: &Scope, word: usize) {
+unsafe fn drop_cause_seen(scope: &Scope, word: usize) {
     #[cfg(not(feature = "alloc"))]
     let _ = (scope, word);
     #[cfg(feature = "alloc")]

@@ -420,6 +420,87 @@ fn custom_cause_walk_vs_leaf_free() {
     });
 }
 
+/// As `custom_cause_walk_vs_leaf_free`, the leaf in a shard of its
+/// parent (the free's `now` is loaded under the shard's lock).
+#[test]
+fn custom_cause_walk_vs_sharded_leaf_free() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (parent, pcancel) = Context::background().with_cancel();
+        parent.install_shards_for_tests();
+        let (child, ch) = parent.with_cancel();
+        ch.detach();
+        let t = thread::spawn(move || drop(child));
+        pcancel.cancel_with(CountedCause(dropped.clone()));
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(parent);
+        drop(pcancel);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The sharded leaf's free racing the parent's walk and then the
+/// parent's collapse (the child may give its reference back through a
+/// collapsed shard).
+#[test]
+fn custom_cause_walk_vs_sharded_leaf_free_collapse() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (parent, pcancel) = Context::background().with_cancel();
+        parent.install_shards_for_tests();
+        let (child, ch) = parent.with_cancel();
+        ch.detach();
+        drop(parent);
+        let cause = CountedCause(dropped.clone());
+        let t = thread::spawn(move || drop(child));
+        pcancel.cancel_with(cause);
+        drop(pcancel);
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The leaf's parent node is a value node (derived with
+/// `acquire == false`; its free takes the scope's lock and keeps the value
+/// node's reference).
+#[test]
+fn custom_cause_walk_vs_leaf_under_value_free() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (parent, pcancel) = Context::background().with_cancel();
+        let v = parent.with_value(5u8);
+        let (child, ch) = v.with_cancel();
+        drop(v);
+        ch.detach();
+        let t = thread::spawn(move || drop(child));
+        pcancel.cancel_with(CountedCause(dropped.clone()));
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(parent);
+        drop(pcancel);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The inlined derive with `acquire == false` (through a value node)
+/// racing a custom-cause cancel of the scope: the child ends with the cause.
+#[test]
+fn cancel_vs_derive_under_value() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let v = parent.with_value(5u8);
+        drop(parent);
+        let t = thread::spawn(move || cancel.cancel_with(Tag(7)));
+        let (child, _h) = v.with_cancel();
+        t.join().unwrap();
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(tag_of(&child), Some(7));
+    });
+}
+
 /// A walk that flags a child without its lock while another thread derives
 /// the child's first child (taking the child's lock, setting HAS_KIDS): the
 /// grandchild ends cancelled whichever way it goes.
