@@ -60,7 +60,18 @@ struct ClockRoot<C> {
 pub(crate) fn new_clock_root<C: Clock>(clock: C) -> Context {
     unsafe fn free<C>(h: *const ClockRootHeader) {
         // SAFETY: made by `Box::new(ClockRoot<C>)` below; no references left.
-        unsafe { drop(Box::from_raw(h.cast::<ClockRoot<C>>().cast_mut())) }
+        #[cfg(not(cancel_tree_loom))]
+        unsafe {
+            drop(Box::from_raw(h.cast::<ClockRoot<C>>().cast_mut()))
+        }
+        // Loom: the clock is dropped, the block kept with its word poisoned
+        // (see `state::checked`).
+        // SAFETY: as above; nobody uses the root any more.
+        #[cfg(cancel_tree_loom)]
+        unsafe {
+            ptr::drop_in_place(&raw mut (*h.cast::<ClockRoot<C>>().cast_mut()).clock);
+            (*h).hdr.word.poison();
+        }
     }
     let raw = Box::into_raw(Box::new(ClockRoot {
         head: ClockRootHeader {

@@ -454,7 +454,11 @@ unsafe fn free_seen(node: NodePtr, word: usize) -> Parent {
             // SAFETY: made by `Box::new(Header)` in `without_cancel`.
             unsafe {
                 let parent = (*node).parent;
+                #[cfg(not(cancel_tree_loom))]
                 drop(Box::from_raw(node.cast_mut()));
+                // Loom: kept, poisoned (see `state::checked`).
+                #[cfg(cancel_tree_loom)]
+                (*node).word.poison();
                 Parent::Held(parent)
             }
         }
@@ -595,7 +599,18 @@ pub(crate) fn new_value_node<T: Send + Sync + 'static>(
     unsafe fn free_value<T>(vh: *const ValueHeader) {
         // SAFETY: `vh` is the header of a `ValueNode<T>` made by `Box::new`
         // below (repr(C), header first), and no references remain.
-        unsafe { drop(Box::from_raw(vh.cast::<ValueNode<T>>().cast_mut())) }
+        #[cfg(not(cancel_tree_loom))]
+        unsafe {
+            drop(Box::from_raw(vh.cast::<ValueNode<T>>().cast_mut()))
+        }
+        // Under loom the value is dropped and the block kept with its word
+        // poisoned, so a late access is caught (see `state::checked`).
+        // SAFETY: as above; nobody uses the node any more.
+        #[cfg(cancel_tree_loom)]
+        unsafe {
+            ptr::drop_in_place(&raw mut (*vh.cast::<ValueNode<T>>().cast_mut()).value);
+            (*vh).hdr.word.poison();
+        }
     }
     let node = Box::new(ValueNode {
         head: ValueHeader {

@@ -161,8 +161,12 @@ pub(crate) const fn end_bits(err: Error, cause_kind: Option<Error>) -> usize {
 pub(crate) struct Word(AtomicUsize);
 
 /// Under loom, freed nodes are not returned to the allocator: their word is
-/// overwritten with [`POISON`](checked::POISON) and left in place, and every
-/// operation on a word asserts it did not find that value. A model in which
+/// overwritten with [`POISON`](checked::POISON) and left in place (their
+/// contents, a value, a cause or a clock, are dropped), and every operation
+/// on a word asserts it did not find that value. That covers every node
+/// with a state word: scopes, deadline scopes, value nodes, `without_cancel`
+/// headers and clock roots (`after_func` registrations have no state word
+/// and are really freed). A model in which
 /// some thread touches a node after it was freed (the use-after-free the
 /// shard collapse once had) then fails instead of passing silently.
 #[cfg(cancel_tree_loom)]
