@@ -37,7 +37,7 @@ use crate::timer::Timers;
 
 /// A source of time that can wake the crate when a deadline is due.
 ///
-/// A tree uses one clock (see [`Context::background_with_clock`]); the crate
+/// A tree uses one clock (see [`Context::background_with_clock`](crate::Context::background_with_clock)); the crate
 /// keeps that clock's queue of pending deadlines in the [`Timers`] the clock
 /// stores. Implementing a clock on one hardware timer takes three methods:
 ///
