@@ -174,18 +174,28 @@ pub(crate) fn with_deadline(
     let clock = unsafe { clock_of(parent.node) };
     #[allow(clippy::let_unit_value)] // `()` without shard arrays
     let hint = parent.shard_hint();
-    let ds = Box::new(DeadlineScope {
-        scope: Scope::new(state::KIND_DEADLINE | (2 * REF_ONE), parent.node),
-        timer: TimerNode::new(at),
-        clock: clock.unwrap_or_else(crate::clock::no_clock),
-        cause,
+    // Built in place, field by field: `Box::new(DeadlineScope { .. })`
+    // assembled the 144 bytes on the stack and copied them with `memcpy`.
+    let mut ds = Box::<DeadlineScope>::new_uninit();
+    let p = ds.as_mut_ptr();
+    // SAFETY: `p` points to the box's uninitialised block, of the right
+    // layout; each field is written exactly once, and nothing between the
+    // writes can panic (a panic would only leak the block).
+    let ds: *const DeadlineScope = unsafe {
+        (&raw mut (*p).scope).write(Scope::new(
+            state::KIND_DEADLINE | (2 * REF_ONE),
+            parent.node,
+        ));
+        (&raw mut (*p).timer).write(TimerNode::new(at));
+        (&raw mut (*p).clock).write(clock.unwrap_or_else(crate::clock::no_clock));
+        (&raw mut (*p).cause).write(cause);
         // Set before the node is shared (attach links it under the parent,
         // whose walk reads this), and never written again: "maybe queued".
         // A `true` for a deadline that never enters the queue only costs a
         // lock in `dequeue`.
-        ever_queued: UnsafeCell::new(clock.is_some()),
-    });
-    let ds: *const DeadlineScope = Box::into_raw(ds);
+        (&raw mut (*p).ever_queued).write(UnsafeCell::new(clock.is_some()));
+        Box::into_raw(ds.assume_init())
+    };
     let s: *const Scope = ds.cast();
     // SAFETY: fresh node; `parent` holds a reference on its node.
     unsafe { parent.attach_acquiring(s, hint) };
