@@ -398,17 +398,37 @@ impl Drop for CountedCause {
     }
 }
 
+/// Where the dying leaf sits, for [`custom_cause_walk_vs_free`].
+#[derive(Clone, Copy)]
+enum Leaf {
+    /// In its parent scope's own list.
+    OwnList,
+    /// In a shard of its parent (the free's word is loaded under the
+    /// shard's lock).
+    Shard,
+    /// Under a value node under the scope (derived with `acquire == false`;
+    /// its free takes the scope's lock and keeps the value node's
+    /// reference).
+    UnderValue,
+}
+
 /// A walk with a custom cause may write it into a leaf whose last
-/// reference has just gone (under the parent's lock, before the leaf's free
-/// takes that lock). The free reads `CAUSE_CUSTOM` from the word it loads
-/// under that lock, not from its last decrement: the cause is released
-/// exactly once, never leaked.
-#[test]
-fn custom_cause_walk_vs_leaf_free() {
-    loom::model(|| {
+/// reference has just gone (under the lock of the leaf's list, before the
+/// leaf's free takes that lock). The free reads `CAUSE_CUSTOM` from the word
+/// it loads under that lock, not from its last decrement: the cause is
+/// released exactly once, never leaked.
+fn custom_cause_walk_vs_free(leaf: Leaf) {
+    loom::model(move || {
         let dropped = Arc::new(AtomicUsize::new(0));
         let (parent, pcancel) = Context::background().with_cancel();
-        let (child, ch) = parent.with_cancel();
+        let (child, ch) = match leaf {
+            Leaf::OwnList => parent.with_cancel(),
+            Leaf::Shard => {
+                parent.install_shards_for_tests();
+                parent.with_cancel()
+            }
+            Leaf::UnderValue => parent.with_value(5u8).with_cancel(),
+        };
         ch.detach();
         let t = thread::spawn(move || drop(child));
         pcancel.cancel_with(CountedCause(dropped.clone()));
@@ -420,24 +440,19 @@ fn custom_cause_walk_vs_leaf_free() {
     });
 }
 
-/// As `custom_cause_walk_vs_leaf_free`, the leaf in a shard of its
-/// parent (the free's `now` is loaded under the shard's lock).
+#[test]
+fn custom_cause_walk_vs_leaf_free() {
+    custom_cause_walk_vs_free(Leaf::OwnList);
+}
+
 #[test]
 fn custom_cause_walk_vs_sharded_leaf_free() {
-    loom::model(|| {
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (parent, pcancel) = Context::background().with_cancel();
-        parent.install_shards_for_tests();
-        let (child, ch) = parent.with_cancel();
-        ch.detach();
-        let t = thread::spawn(move || drop(child));
-        pcancel.cancel_with(CountedCause(dropped.clone()));
-        t.join().unwrap();
-        assert_eq!(dropped.load(Ordering::SeqCst), 0);
-        drop(parent);
-        drop(pcancel);
-        assert_eq!(dropped.load(Ordering::SeqCst), 1);
-    });
+    custom_cause_walk_vs_free(Leaf::Shard);
+}
+
+#[test]
+fn custom_cause_walk_vs_leaf_under_value_free() {
+    custom_cause_walk_vs_free(Leaf::UnderValue);
 }
 
 /// The sharded leaf's free racing the parent's walk and then the
@@ -459,28 +474,6 @@ fn custom_cause_walk_vs_sharded_leaf_free_collapse() {
         pcancel.cancel_with(cause);
         drop(pcancel);
         t.join().unwrap();
-        assert_eq!(dropped.load(Ordering::SeqCst), 1);
-    });
-}
-
-/// The leaf's parent node is a value node (derived with
-/// `acquire == false`; its free takes the scope's lock and keeps the value
-/// node's reference).
-#[test]
-fn custom_cause_walk_vs_leaf_under_value_free() {
-    loom::model(|| {
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (parent, pcancel) = Context::background().with_cancel();
-        let v = parent.with_value(5u8);
-        let (child, ch) = v.with_cancel();
-        drop(v);
-        ch.detach();
-        let t = thread::spawn(move || drop(child));
-        pcancel.cancel_with(CountedCause(dropped.clone()));
-        t.join().unwrap();
-        assert_eq!(dropped.load(Ordering::SeqCst), 0);
-        drop(parent);
-        drop(pcancel);
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
     });
 }
