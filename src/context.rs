@@ -138,11 +138,9 @@ impl Context {
     }
 
     /// Where a child of ours will be linked: our scope's shard array if it
-    /// has one (null: its own list), read *before* the child is built. Read
-    /// after the child's fresh stores, in some heap layouts it waited on
-    /// them (4 KiB aliasing is the suspect) and cost 10 ns of an 18 ns
-    /// create + drop in the benchmark process. A stale null only sends the
-    /// child to the own list, which is always correct.
+    /// has one (null: its own list), read *before* the child is built, so
+    /// the load does not queue behind the child's fresh stores. A stale
+    /// null only sends the child to the own list, which is always correct.
     #[inline(always)]
     pub(crate) fn shard_hint(&self) -> ShardHint {
         #[cfg(cancel_tree_shards)]
@@ -226,9 +224,9 @@ impl Context {
         }
     }
 
-    /// [`attach_with`](Context::attach_with) when the parent's lock was
-    /// taken or it has a shard array: out of line, to keep the common path
-    /// small.
+    /// [`attach_with`](Context::attach_with) when the parent has a shard
+    /// array, or the fast path found its lock taken: out of line, to keep
+    /// the common path small.
     ///
     /// # Safety
     /// As for [`attach_with`](Context::attach_with).
@@ -240,24 +238,14 @@ impl Context {
         // SAFETY: our scope is alive while we are; `s` is fresh (caller).
         unsafe {
             let parent = &*self.scope;
+            // Here either the array is installed (`hint`), or the fast path
+            // found the parent's lock taken by another thread: install it.
             #[cfg(cancel_tree_shards)]
-            let (guard, w) = if acquire {
-                let locked = if hint.is_null() {
-                    parent.hdr.word.try_lock_seen()
-                } else {
-                    None
-                };
-                match locked {
-                    Some(locked) => locked,
-                    // Another thread holds the lock (install the shards), or
-                    // they are installed already.
-                    None if attach_sharded(parent, s, hint) => return,
-                    None => parent.hdr.word.lock_seen(),
-                }
-            } else {
-                parent.hdr.word.lock_seen()
-            };
-            #[cfg(not(cancel_tree_shards))]
+            if acquire && attach_sharded(parent, s, hint) {
+                return;
+            }
+            // No array possible (an immortal parent), or a child of a value
+            // node (no shards): wait for the own list's lock.
             let (guard, w) = parent.hdr.word.lock_seen();
             Context::link_locked(parent, s, w);
             if acquire {
