@@ -25,8 +25,8 @@
 //! * **Any target**: `#![no_std]` with `alloc`; `portable-atomic` for cores
 //!   without compare-and-swap; `cancel` is safe from interrupt handlers.
 //!
-//! See `docs/design.md` in the repository for the state machine, the lists,
-//! the memory orderings and the proofs.
+//! See `docs/design.md` in the repository for the map of the source, the
+//! state machine, the lists, the memory orderings and the proofs.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -34,59 +34,20 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
-mod cause;
-mod error;
-mod instant;
-mod sync;
-
-#[cfg(feature = "alloc")]
-mod after_func;
-#[cfg(feature = "alloc")]
-mod arc;
-#[cfg(feature = "std")]
-mod blocking;
-// Parts of this module serve only the heap (`alloc`) API.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod cancel;
-// Parts of this module serve only the heap (`alloc`) API.
+// Layers, top to bottom; each imports only from the layers below it
+// (`.ci/layers.py` checks it).
+mod api;
+mod interop;
+// Parts of these serve only the heap (`alloc`) API.
 #[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 mod clock;
-#[cfg(feature = "alloc")]
-mod context;
-#[cfg(feature = "alloc")]
-mod node_cache;
-#[cfg(cancel_tree_shards)]
-mod shards;
-// Parts of this module serve only the heap (`alloc`) API.
+mod raw;
 #[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod deadline;
-#[cfg(feature = "alloc")]
-mod ext;
-#[cfg(feature = "http")]
-pub mod grpc;
-#[cfg(feature = "alloc")]
-mod handle;
-#[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
-mod interop;
-#[cfg(not(cancel_tree_loom))]
-mod local;
-// Parts of this module serve only the heap (`alloc`) API.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod node;
-#[cfg(feature = "alloc")]
-mod run;
-// Parts of this module serve only the heap (`alloc`) API.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod state;
-// Parts of this module serve only the heap (`alloc`) API.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod timer;
-// Parts of this module serve only the heap (`alloc`) API.
-#[cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
-mod waiters;
+mod tree;
+mod types;
 
 /// Returns the freed context nodes this thread keeps for reuse to the global
 /// allocator.
@@ -103,42 +64,59 @@ mod waiters;
 /// ```
 #[cfg(feature = "std")]
 pub fn trim_thread_cache() {
-    node_cache::trim();
+    tree::node_cache::trim();
 }
 
-pub use cause::Cause;
-pub use error::Error;
-pub use instant::Instant;
+pub use types::cause::Cause;
+pub use types::error::Error;
+pub use types::instant::Instant;
+
+#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
+pub use clock::async_io::AsyncIoClock;
+pub use clock::contract::Clock;
+#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
+pub use clock::embassy::EmbassyClock;
+#[cfg(feature = "alloc")]
+pub use clock::manual::ManualClock;
+#[cfg(all(feature = "std", not(cancel_tree_loom)))]
+pub use clock::std_clock::StdClock;
+pub use clock::timer_queue::Timers;
+#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
+pub use clock::tokio::TokioClock;
 
 #[cfg(feature = "alloc")]
-pub use after_func::AfterFunc;
-#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
-pub use clock::AsyncIoClock;
-pub use clock::Clock;
-#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
-pub use clock::EmbassyClock;
+pub use api::after_func::AfterFunc;
 #[cfg(feature = "alloc")]
-pub use clock::ManualClock;
-#[cfg(all(feature = "std", not(cancel_tree_loom)))]
-pub use clock::StdClock;
-#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
-pub use clock::TokioClock;
+pub use api::cancel_handle::CancelHandle;
 #[cfg(feature = "alloc")]
-pub use context::Context;
+pub use api::context::Context;
+pub use api::done::Done;
 #[cfg(feature = "alloc")]
-pub use ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
+pub use api::done::DoneOwned;
 #[cfg(feature = "alloc")]
-pub use handle::CancelHandle;
-#[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
-pub use interop::TokenCancelled;
+pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
 #[cfg(not(cancel_tree_loom))]
-pub use local::{LocalScope, ScopeRef, StaticScope};
+pub use api::local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]
-pub use run::Run;
-pub use timer::Timers;
-pub use waiters::Done;
-#[cfg(feature = "alloc")]
-pub use waiters::DoneOwned;
+pub use api::run::Run;
+
+#[cfg(feature = "http")]
+pub use interop::grpc;
+#[cfg(all(feature = "tokio-util", not(cancel_tree_loom)))]
+pub use interop::tokio_util::TokenCancelled;
+
+/// Hooks for the loom models in `tests/loom.rs`; compiled only under
+/// `--cfg cancel_tree_loom`, never part of the API.
+#[cfg(cancel_tree_loom)]
+#[doc(hidden)]
+pub mod __loom_hooks {
+    /// Gives `ctx`'s scope its shard array now, as the first contended
+    /// derive would.
+    #[cfg(cancel_tree_shards)]
+    pub fn install_shards(ctx: &crate::Context) {
+        ctx.install_shards_for_tests();
+    }
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -424,7 +424,7 @@ fn custom_cause_walk_vs_free(leaf: Leaf) {
         let (child, ch) = match leaf {
             Leaf::OwnList => parent.with_cancel(),
             Leaf::Shard => {
-                parent.install_shards_for_tests();
+                cancel_tree::__loom_hooks::install_shards(&parent);
                 parent.with_cancel()
             }
             Leaf::UnderValue => parent.with_value(5u8).with_cancel(),
@@ -465,7 +465,7 @@ fn custom_cause_walk_vs_sharded_leaf_free_collapse() {
     builder.check(|| {
         let dropped = Arc::new(AtomicUsize::new(0));
         let (parent, pcancel) = Context::background().with_cancel();
-        parent.install_shards_for_tests();
+        cancel_tree::__loom_hooks::install_shards(&parent);
         let (child, ch) = parent.with_cancel();
         ch.detach();
         drop(parent);
@@ -636,7 +636,7 @@ fn collapse_owner_vs_walker_reference() {
             let (root, rcancel, dropped) = counted_scope();
             let (p, ph) = root.with_cancel();
             ph.detach();
-            p.install_shards_for_tests();
+            cancel_tree::__loom_hooks::install_shards(&p);
             let (c, ch) = p.with_cancel();
             ch.detach();
             let c = if child_outlives {

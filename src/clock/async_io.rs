@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::driven::{self, Alarm, Driven};
 use crate::Instant;
-use crate::clock::Clock;
-use crate::timer::Timers;
+use crate::clock::contract::Clock;
+use crate::clock::timer_queue::Timers;
 
 /// A clock on async-io's timers (feature `async-io`; the timers smol uses):
 /// `now()` is monotonic time since the clock was made, and deadlines are

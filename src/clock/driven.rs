@@ -8,14 +8,14 @@ use core::task::Poll;
 use event_listener::Event;
 
 use crate::Instant;
-use crate::clock::Clock;
-use crate::state::Word;
-use crate::sync::UnsafeCell;
+use crate::clock::contract::Clock;
+use crate::raw::lock::Lock;
+use crate::raw::sync::UnsafeCell;
 
 /// The alarm an adapter's driver sleeps towards, and the event that tells it
 /// the alarm moved.
 pub(crate) struct Alarm {
-    lock: Word,
+    lock: Lock,
     at: UnsafeCell<Option<Instant>>,
     changed: Event,
 }
@@ -28,7 +28,7 @@ unsafe impl Sync for Alarm {}
 impl Alarm {
     pub(crate) const fn new() -> Alarm {
         Alarm {
-            lock: Word::new_const(0),
+            lock: Lock::new(),
             at: UnsafeCell::new(None),
             changed: Event::new(),
         }

@@ -2,8 +2,8 @@
 
 use super::driven::{self, Alarm, Driven};
 use crate::Instant;
-use crate::clock::Clock;
-use crate::timer::Timers;
+use crate::clock::contract::Clock;
+use crate::clock::timer_queue::Timers;
 
 /// A clock on embassy-time (feature `embassy-time`; works with any
 /// embassy-time driver: a chip HAL's, `std`, or the mock driver). `now()` is

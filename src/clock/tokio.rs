@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::driven::{self, Alarm, Driven};
 use crate::Instant;
-use crate::clock::Clock;
-use crate::timer::Timers;
+use crate::clock::contract::Clock;
+use crate::clock::timer_queue::Timers;
 
 /// A clock on tokio's time driver (feature `tokio`): `now()` is
 /// `tokio::time::Instant`, and deadlines are fired by one task per clock

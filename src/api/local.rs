@@ -22,14 +22,13 @@ use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
 use core::time::Duration;
 
-use crate::cancel;
-use crate::clock::Clock;
-use crate::deadline::{self, DeadlineScope};
-use crate::node::{self, BACKGROUND, Scope};
-use crate::state::{self, ATTACHED, CANCELLED, IMMORTAL, REF_ONE};
-use crate::sync::UnsafeCell;
-use crate::timer::TimerNode;
-use crate::waiters::Done;
+use crate::api::done::Done;
+use crate::clock::contract::{Clock, no_clock};
+use crate::tree::cancel::cancel;
+use crate::tree::deadline::{self, DeadlineScope};
+use crate::tree::node::{BACKGROUND, Scope, scope_of};
+use crate::tree::state_word::{self, ATTACHED, CANCELLED, IMMORTAL, REF_ONE};
+use crate::tree::{attach, release};
 use crate::{Cause, Error, Instant};
 
 /// A borrowed handle to a heap-free scope: what [`StaticScope::scope`] and
@@ -70,7 +69,7 @@ impl<'a> ScopeRef<'a> {
     /// `None` while live, then why it ended (one atomic load).
     #[inline]
     pub fn err(&self) -> Option<Error> {
-        state::err_of(self.node().hdr.word.load())
+        state_word::err_of(self.node().hdr.word.load())
     }
 
     /// Why it ended (see [`Context::cause`](crate::Context::cause)).
@@ -105,7 +104,7 @@ impl<'a> ScopeRef<'a> {
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
         let cause = cause.into();
         // SAFETY: the borrow keeps the node alive for the whole call.
-        unsafe { cancel::cancel(self.ptr, Error::Canceled, &cause) };
+        unsafe { cancel(self.ptr, Error::Canceled, &cause) };
     }
 }
 
@@ -140,25 +139,15 @@ unsafe impl Sync for StaticScope {}
 unsafe impl Send for StaticScope {}
 
 impl StaticScope {
-    /// A live scope (for a `static`).
-    #[cfg(not(cancel_tree_loom))]
-    pub const fn new() -> StaticScope {
-        StaticScope {
-            scope: Scope::new_const(
-                state::KIND_CANCEL | IMMORTAL | ATTACHED | REF_ONE,
-                BACKGROUND,
-            ),
-        }
-    }
-
-    /// A live scope.
-    #[cfg(cancel_tree_loom)]
-    pub fn new() -> StaticScope {
-        StaticScope {
-            scope: Scope::new(
-                state::KIND_CANCEL | IMMORTAL | ATTACHED | REF_ONE,
-                BACKGROUND,
-            ),
+    crate::raw::sync::const_unless_loom! {
+        /// A live scope (for a `static`).
+        pub fn new() -> StaticScope {
+            StaticScope {
+                scope: Scope::new(
+                    state_word::KIND_CANCEL | IMMORTAL | ATTACHED | REF_ONE,
+                    BACKGROUND,
+                ),
+            }
         }
     }
 
@@ -177,7 +166,7 @@ impl Default for StaticScope {
 impl fmt::Debug for StaticScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StaticScope")
-            .field("err", &state::err_of(self.scope.hdr.word.load()))
+            .field("err", &state_word::err_of(self.scope.hdr.word.load()))
             .finish()
     }
 }
@@ -218,7 +207,7 @@ impl<'p> LocalScope<'p> {
     pub fn new(parent: ScopeRef<'p>) -> LocalScope<'p> {
         LocalScope::build(
             parent,
-            state::KIND_CANCEL,
+            state_word::KIND_CANCEL,
             None,
             None,
             Cause::from(Error::DeadlineExceeded),
@@ -237,7 +226,13 @@ impl<'p> LocalScope<'p> {
             return LocalScope::new(parent);
         }
         let cause = Cause::from(Error::DeadlineExceeded);
-        LocalScope::build(parent, state::KIND_DEADLINE, Some(clock), Some(at), cause)
+        LocalScope::build(
+            parent,
+            state_word::KIND_DEADLINE,
+            Some(clock),
+            Some(at),
+            cause,
+        )
     }
 
     /// [`with_deadline`](LocalScope::with_deadline) at `clock.now() + after`
@@ -257,20 +252,18 @@ impl<'p> LocalScope<'p> {
         at: Option<Instant>,
         cause: Cause,
     ) -> LocalScope<'p> {
-        let has_clock = clock.is_some();
         let clock: *const dyn Clock = match clock {
             Some(c) => c,
-            None => crate::clock::no_clock(),
+            None => no_clock(),
         };
         LocalScope {
-            node: DeadlineScope {
-                scope: Scope::new(kind | IMMORTAL | REF_ONE, parent.ptr.cast()),
-                timer: TimerNode::new(at.unwrap_or(Instant::MAX)),
+            node: DeadlineScope::new(
+                kind | IMMORTAL | REF_ONE,
+                parent.ptr.cast(),
+                at.unwrap_or(Instant::MAX),
                 clock,
                 cause,
-                // "Maybe queued", fixed before the node is shared.
-                ever_queued: UnsafeCell::new(at.is_some() && has_clock),
-            },
+            ),
             arm: at,
             parent: PhantomData,
             _pinned: PhantomPinned,
@@ -284,45 +277,17 @@ impl<'p> LocalScope<'p> {
         let this: &LocalScope<'p> = self.get_ref();
         // The whole node's address (see `ScopeRef::ptr`).
         let me: *const Scope = (&this.node as *const DeadlineScope).cast();
-        // SAFETY: the parent outlives `'p`, which outlives us.
-        let parent = unsafe { &*node::scope_of(this.node.scope.hdr.parent) };
-        let guard = parent.hdr.word.lock();
-        if this.node.scope.hdr.word.load() & ATTACHED != 0 {
-            drop(guard);
-            return ScopeRef::new(me);
-        }
-        let w = guard.load();
-        // SAFETY: under the parent's lock no one else can reach us yet (we
-        // are in no list or queue, and `get` callers serialise on this lock).
-        unsafe {
-            if w & CANCELLED != 0 {
-                this.node.scope.inherit_end(parent, w);
-            } else {
-                parent.link_child(me, w);
-            }
-        }
-        this.node.scope.hdr.word.set_unshared(ATTACHED);
-        drop(guard);
-        if let Some(at) = this.arm {
-            if this.node.scope.hdr.word.load() & CANCELLED == 0 && !this.node.clock.is_null() {
-                // SAFETY: the clock is `'static`.
-                let clock = unsafe { &*this.node.clock };
-                if at <= clock.now() {
-                    // SAFETY: we own a reference (the initial one).
-                    unsafe { cancel::cancel(me, Error::DeadlineExceeded, &this.node.cause) };
-                } else {
-                    // SAFETY: pinned: the node stays put until `Drop`, which
-                    // removes it from the queue first.
-                    unsafe {
-                        let node: *const DeadlineScope = &this.node;
-                        clock.timers().insert(&raw const (*node).timer, clock);
-                    }
-                    if this.node.scope.hdr.word.load() & CANCELLED != 0 {
-                        // Ended by the parent meanwhile: leave the queue now.
-                        // SAFETY: alive (we are in a method of it).
-                        unsafe { deadline::dequeue(me.cast()) };
-                    }
-                }
+        // SAFETY: the parent outlives `'p`, which outlives us; we are pinned.
+        let attached = unsafe {
+            let parent = &*scope_of(this.node.scope.hdr.parent);
+            attach::attach_local(parent, me)
+        };
+        if attached && this.arm.is_some() && !this.node.clock.is_null() {
+            // SAFETY: the clock is `'static`; pinned, the node stays put until
+            // `Drop`, which takes it out of the queue first.
+            unsafe {
+                let clock = &*this.node.clock;
+                deadline::arm(&this.node, clock, clock.now());
             }
         }
         ScopeRef::new(me)
@@ -338,21 +303,22 @@ impl Drop for LocalScope<'_> {
         // SAFETY: our parent outlives us; after these two steps no list or
         // queue can lead a walker or the clock to us.
         unsafe {
-            let _ = node::detach_from_parent(me, false);
+            let _ = release::detach(me, false, self.node.scope.hdr.word.load());
             deadline::dequeue(me.cast());
         }
         // Give up the owner's reference and wait for walkers / `fire` calls
         // that already hold one (never waits on a single core).
         self.node.scope.hdr.word.release_owner_and_wait();
-        // SAFETY: no reference is left and nothing can reach the node.
-        unsafe { node::drop_cause(&self.node.scope) };
+        // SAFETY: no reference is left and nothing can reach the node, so
+        // this load's `CAUSE_CUSTOM` is final.
+        unsafe { self.node.scope.drop_cause(self.node.scope.hdr.word.load()) };
     }
 }
 
 impl fmt::Debug for LocalScope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalScope")
-            .field("err", &state::err_of(self.node.scope.hdr.word.load()))
+            .field("err", &state_word::err_of(self.node.scope.hdr.word.load()))
             .field("deadline", &self.arm)
             .finish()
     }

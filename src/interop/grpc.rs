@@ -10,8 +10,8 @@ use alloc::string::String;
 use core::fmt::{self, Write};
 use core::time::Duration;
 
-use crate::context::Context;
-use crate::handle::CancelHandle;
+use crate::api::cancel_handle::CancelHandle;
+use crate::api::context::Context;
 
 /// The largest `TimeoutValue`: 8 digits.
 const MAX_VALUE: u64 = 99_999_999;

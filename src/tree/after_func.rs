@@ -3,24 +3,23 @@
 //!
 //! A registration is one allocation holding a [`WaitLink`] (so it sits in the
 //! scope's waiter list next to `Done` futures), a two-count reference count
-//! (the [`AfterFunc`] handle and the registration), and the closure. The
+//! (the `AfterFunc` handle and the registration), and the closure. The
 //! registration and the handle each hold a reference on the scope: the
 //! registration so the scope stays linked under its parent while it waits,
 //! the handle so `stop()` can always take the scope's lock. Who gets the closure is decided under the scope's lock by
 //! the link's status: the canceller pops it (`NOTIFIED`, then runs it with no
 //! lock held) or `stop()` unlinks it (`STOPPED`, then drops it). Exactly one of
-//! the two happens.
+//! the two happens. The public handle, `AfterFunc`, wraps a [`Registered`].
 
 use alloc::boxed::Box;
-use core::fmt;
 use core::ptr::NonNull;
 
-use crate::cancel::Panics;
-use crate::context::Context;
-use crate::node::{self, Scope};
-use crate::state::CANCELLED;
-use crate::sync::{AtomicU8, AtomicUsize, Ordering, UnsafeCell};
-use crate::waiters::{KIND_AFTER_FUNC, LINKED, STOPPED, WaitLink};
+use crate::raw::panic::Panics;
+use crate::raw::sync::{AtomicUsize, Ordering, UnsafeCell, acquire_after_last_release};
+use crate::tree::node::Scope;
+use crate::tree::release;
+use crate::tree::state_word::CANCELLED;
+use crate::tree::waiter_list::{KIND_AFTER_FUNC, LINKED, STOPPED, WaitLink};
 
 #[repr(C)]
 struct Header {
@@ -65,10 +64,8 @@ unsafe fn free_node<F>(h: *const Header) {
 unsafe fn release_node(h: *const Header) {
     // SAFETY: the caller's count keeps it alive.
     if unsafe { (*h).refs.fetch_sub(1, Ordering::Release) } == 1 {
-        // An Acquire load (rather than a fence, which ThreadSanitizer does
-        // not model) pairs with every other owner's Release decrement.
         // SAFETY: as above.
-        unsafe { (*h).refs.load(Ordering::Acquire) };
+        acquire_after_last_release(unsafe { &(*h).refs });
         // SAFETY: last count.
         unsafe { ((*h).free)(h) }
     }
@@ -84,7 +81,7 @@ unsafe fn end_registration(h: *const Header) {
     unsafe {
         let scope = (*h).scope;
         release_node(h);
-        node::release(scope.cast());
+        release::release(scope.cast());
     }
 }
 
@@ -107,52 +104,51 @@ pub(crate) unsafe fn fire(link: *const WaitLink, panics: &mut Panics) {
     panics.call(|| unsafe { ((*h).call)(h) });
 }
 
-/// The handle returned by [`Context::after_func`].
-///
-/// [`stop`](AfterFunc::stop) unregisters the closure. Dropping the handle
-/// does **not** stop it (Go semantics): the closure still runs when the
-/// context is cancelled.
-pub struct AfterFunc {
-    repr: Repr,
-}
-
-enum Repr {
-    /// Registered on a scope (maybe already fired or stopped).
-    Live(NonNull<Header>),
-    /// On a context that can never be cancelled; `true` once stopped.
-    Inert(AtomicU8),
-    /// The context was already cancelled: the closure ran at registration.
+/// What registering found.
+pub(crate) enum Registered {
+    /// Registered on a scope (maybe since fired or stopped).
+    Live(Registration),
+    /// On a context that can never be cancelled: `f` was dropped.
+    Inert,
+    /// The context was already cancelled: `f` ran at registration.
     Ran,
 }
 
+/// The handle's part of a live registration: one count on the node and one
+/// reference on the scope, both given back on drop.
+pub(crate) struct Registration(NonNull<Header>);
+
 // SAFETY: the node is shared through atomics and the scope lock; the closure
 // is `Send` and only ever run or dropped by one thread.
-unsafe impl Send for AfterFunc {}
+unsafe impl Send for Registration {}
 // SAFETY: `stop(&self)` synchronises through the scope lock.
-unsafe impl Sync for AfterFunc {}
+unsafe impl Sync for Registration {}
 
-pub(crate) fn register<F>(ctx: &Context, f: F) -> AfterFunc
+/// Registers `f` on `scope` (null: a context that can never be cancelled).
+///
+/// # Safety
+/// `scope` is null or alive for the whole call (the caller holds a
+/// reference on it).
+pub(crate) unsafe fn register<F>(scope_ptr: *const Scope, f: F) -> Registered
 where
     F: FnOnce() + Send + 'static,
 {
-    if ctx.scope.is_null() {
+    if scope_ptr.is_null() {
         // Never cancelled: `f` can never run, so keep nothing alive.
         drop(f);
-        return AfterFunc {
-            repr: Repr::Inert(AtomicU8::new(0)),
-        };
+        return Registered::Inert;
     }
-    // SAFETY: the scope is alive while `ctx` is.
-    let scope = unsafe { &*ctx.scope };
+    // SAFETY: (caller).
+    let scope = unsafe { &*scope_ptr };
     if scope.hdr.word.load() & CANCELLED != 0 {
         f();
-        return AfterFunc { repr: Repr::Ran };
+        return Registered::Ran;
     }
     let node = Box::new(Node {
         head: Header {
             link: WaitLink::new(KIND_AFTER_FUNC),
             refs: AtomicUsize::new(2),
-            scope: ctx.scope,
+            scope: scope_ptr,
             call: call_f::<F>,
             drop_f: drop_f::<F>,
             free: free_node::<F>,
@@ -163,8 +159,8 @@ where
     // One scope reference for the registration, one for the handle.
     scope.hdr.word.acquire_ref();
     scope.hdr.word.acquire_ref();
-    let guard = scope.hdr.word.lock();
-    if guard.load() & CANCELLED != 0 {
+    let mut guard = scope.hdr.word.lock();
+    if guard.seen() & CANCELLED != 0 {
         drop(guard);
         // Never linked, so we own both counts, both scope references and the
         // closure; give them all back even if the closure panics.
@@ -175,48 +171,29 @@ where
                 unsafe {
                     end_registration(self.0);
                     release_node(self.0);
-                    node::release(self.1.cast());
+                    release::release(self.1.cast());
                 }
             }
         }
-        let _undo = Undo(h, ctx.scope);
+        let _undo = Undo(h, scope_ptr);
         // SAFETY: we own the closure (never linked).
         unsafe { call_f::<F>(h) };
-        return AfterFunc { repr: Repr::Ran };
+        return Registered::Ran;
     }
     // SAFETY: lock held; the link is fresh and lives until unlinked.
-    unsafe { scope.push_waiter(h.cast()) };
+    unsafe { scope.push_waiter(&mut guard, h.cast()) };
     drop(guard);
-    AfterFunc {
-        // SAFETY: from Box::into_raw.
-        repr: Repr::Live(unsafe { NonNull::new_unchecked(h.cast_mut()) }),
-    }
+    // SAFETY: from Box::into_raw.
+    Registered::Live(Registration(unsafe {
+        NonNull::new_unchecked(h.cast_mut())
+    }))
 }
 
-impl AfterFunc {
-    /// Unregisters the closure. Returns `true` if this call prevented it from
-    /// running; `false` if it already started (or ran), or was already
-    /// stopped. On a context that can never be cancelled, the first `stop()`
-    /// returns `true`.
-    ///
-    /// ```
-    /// use cancel_tree::Context;
-    /// let (ctx, cancel) = Context::background().with_cancel();
-    /// let stop = ctx.after_func(|| unreachable!("stopped in time"));
-    /// assert!(stop.stop());
-    /// assert!(!stop.stop());
-    /// cancel.cancel();
-    /// ```
-    pub fn stop(&self) -> bool {
-        match &self.repr {
-            Repr::Ran => false,
-            Repr::Inert(stopped) => stopped.swap(1, Ordering::AcqRel) == 0,
-            Repr::Live(h) => {
-                // SAFETY: a live handle owns a node count and a scope
-                // reference.
-                unsafe { stop_live(h.as_ptr().cast_const()) }
-            }
-        }
+impl Registration {
+    /// Unregisters the closure: `true` if this call kept it from running.
+    pub(crate) fn stop(&self) -> bool {
+        // SAFETY: a live handle owns a node count and a scope reference.
+        unsafe { stop_live(self.0.as_ptr().cast_const()) }
     }
 }
 
@@ -240,26 +217,14 @@ unsafe fn stop_live(h: *const Header) -> bool {
     }
 }
 
-impl Drop for AfterFunc {
+impl Drop for Registration {
     fn drop(&mut self) {
-        if let Repr::Live(h) = self.repr {
-            // SAFETY: the handle's node count and scope reference.
-            unsafe {
-                let scope = (*h.as_ptr()).scope;
-                release_node(h.as_ptr());
-                node::release(scope.cast());
-            }
+        // SAFETY: the handle's node count and scope reference.
+        unsafe {
+            let h = self.0.as_ptr();
+            let scope = (*h).scope;
+            release_node(h);
+            release::release(scope.cast());
         }
-    }
-}
-
-impl fmt::Debug for AfterFunc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.repr {
-            Repr::Ran => "ran",
-            Repr::Inert(_) => "never-cancelled",
-            Repr::Live(_) => "registered",
-        };
-        f.debug_struct("AfterFunc").field("state", &state).finish()
     }
 }

@@ -36,13 +36,14 @@
 //! each new child is either seen by the walk or born cancelled.
 
 use core::cell::Cell;
-use core::ptr;
 
 use alloc::boxed::Box;
 
-use crate::node::{Parent, Scope};
-use crate::state::{self, HAS_KIDS, IMMORTAL, Released};
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::raw::list::Head;
+use crate::raw::sync::{AtomicUsize, Ordering};
+use crate::tree::node::Scope;
+use crate::tree::release::Parent;
+use crate::tree::state_word::{self, HAS_KIDS, IMMORTAL, Released};
 
 /// Shards per contended parent (1 KiB: one 128-byte line pair each).
 #[cfg(not(cancel_tree_loom))]
@@ -67,8 +68,8 @@ pub(crate) struct Shard {
     /// on the parent held by children of this shard. Changed only under the
     /// lock (which is its low bit), so unlocking is a store.
     word: AtomicUsize,
-    /// First child; guarded by the lock.
-    pub(crate) head: UnsafeCell<*const Scope>,
+    /// The children; guarded by the lock.
+    pub(crate) head: Head<Scope>,
 }
 
 /// The shard array of a parent.
@@ -87,7 +88,7 @@ impl Shard {
     fn new() -> Shard {
         Shard {
             word: AtomicUsize::new(0),
-            head: UnsafeCell::new(ptr::null()),
+            head: Head::new(),
         }
     }
 
@@ -114,7 +115,7 @@ impl Shard {
                     Err(actual) => cur = actual,
                 }
             } else {
-                crate::sync::backoff(&mut spins);
+                crate::raw::sync::backoff(&mut spins);
                 cur = self.word.load(Ordering::Relaxed);
             }
         }
@@ -211,15 +212,15 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
         return cur;
     }
     let new: *mut Shards = Box::into_raw(Box::new(Shards::new()));
-    let guard = parent.hdr.word.lock();
+    let mut guard = parent.hdr.word.lock();
     let cur = of(parent);
-    if !cur.is_null() || guard.load() & IMMORTAL != 0 {
+    if !cur.is_null() || guard.seen() & IMMORTAL != 0 {
         drop(guard);
         // SAFETY: ours was never published.
         unsafe { drop(Box::from_raw(new)) };
         return cur;
     }
-    parent.hdr.word.mark_locked(HAS_KIDS, guard.load());
+    guard.mark(HAS_KIDS);
     parent.shards.store(new, Ordering::Release);
     parent.hdr.word.take_shards_ref();
     drop(guard);
@@ -227,7 +228,7 @@ pub(crate) fn install(parent: &Scope) -> *const Shards {
 }
 
 /// Collapses the shard array of `p` (see the module docs): the caller got
-/// [`Released::Collapse`](crate::state::Released::Collapse), so its
+/// [`Released::Collapse`](crate::tree::state_word::Released::Collapse), so its
 /// decrement left only the array's reference, it owns the collapse, and its
 /// claim turned that reference into its own, which is dropped here.
 ///
@@ -251,7 +252,7 @@ pub(crate) unsafe fn collapse(p: *const Scope) -> Parent {
         drop(g);
     }
     // The array's reference, now ours.
-    match scope.hdr.word.release_ref() {
+    match scope.hdr.word.release_ref().0 {
         Released::Last => Parent::Dead(p.cast()),
         _ => Parent::Gone,
     }
@@ -280,7 +281,7 @@ pub(crate) unsafe fn free(scope: &Scope) {
 /// The shard a child is linked in (`None`: its parent's own list).
 #[inline]
 pub(crate) fn shard_of(word: usize) -> Option<usize> {
-    match (word & state::SHARD_MASK) >> state::SHARD_SHIFT {
+    match (word & state_word::SHARD_MASK) >> state_word::SHARD_SHIFT {
         0 => None,
         k => Some(k - 1),
     }
@@ -289,5 +290,106 @@ pub(crate) fn shard_of(word: usize) -> Option<usize> {
 /// The word bits recording that a child is in shard `k`.
 #[inline]
 pub(crate) fn shard_bits(k: usize) -> usize {
-    (k + 1) << state::SHARD_SHIFT
+    (k + 1) << state_word::SHARD_SHIFT
+}
+
+/// The collapse of a shard array runs while user code can run around it (a
+/// custom cause's `Drop` runs in the same free). Its owner must have claimed
+/// it before: a cancel walk that finds the parent waits for the claim while
+/// holding list locks, so a claim that came after user code could wait on
+/// that walk forever. Both scenarios hung (10 s timeout) when the claim came
+/// later than the owner's decrement.
+#[cfg(all(test, not(cancel_tree_loom)))]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::{CancelHandle, Cause, Context};
+
+    /// Runs `f` on a thread and fails if it does not finish within 10 s.
+    fn finishes(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("hung: {what}"));
+    }
+
+    /// A cause whose drop cancels another context.
+    #[derive(Debug)]
+    struct CancelsOnDrop(#[allow(dead_code)] CancelHandle);
+    impl std::fmt::Display for CancelsOnDrop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cancels its handle's context when dropped")
+        }
+    }
+    impl std::error::Error for CancelsOnDrop {}
+
+    #[test]
+    fn collapse_owner_cancelling_from_a_cause_drop_does_not_wait_on_itself() {
+        finishes("the walk waited for a claim its own thread owed", || {
+            let (g, gh) = Context::background().with_cancel();
+            let (p, ph) = g.with_cancel();
+            ph.detach();
+            // C is in P's own list (derived before the array exists).
+            let (c, ch) = p.with_cancel();
+            p.install_shards_for_tests();
+            ch.cancel_with(Cause::new(CancelsOnDrop(gh)));
+            drop(p);
+            drop(c);
+            // Freeing C leaves P with only the array's reference (this thread
+            // owns the collapse); then C's cause drops and cancels G, whose walk
+            // meets P.
+            drop(ch);
+            assert!(g.is_cancelled());
+        });
+    }
+
+    /// A cause that signals, waits, then drops the context it holds.
+    #[derive(Debug)]
+    struct SlowContextDrop {
+        _ctx: Context,
+        go: mpsc::Sender<()>,
+    }
+    impl std::fmt::Display for SlowContextDrop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("drops a context slowly")
+        }
+    }
+    impl std::error::Error for SlowContextDrop {}
+    impl Drop for SlowContextDrop {
+        fn drop(&mut self) {
+            let _ = self.go.send(());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn collapse_owner_freeing_a_sibling_while_a_walk_holds_the_grandparent_lock() {
+        let (g, gh) = Context::background().with_cancel();
+        let (go_tx, go_rx) = mpsc::channel();
+        let canceller = std::thread::spawn(move || {
+            go_rx.recv().unwrap();
+            gh.cancel();
+        });
+        let g2 = g.clone();
+        finishes("the walk held G's lock waiting for P's claim", move || {
+            let (p, ph) = g2.with_cancel();
+            ph.detach();
+            let (s, sh) = g2.with_cancel();
+            sh.detach();
+            let (c, ch) = p.with_cancel();
+            p.install_shards_for_tests();
+            // The cause holds S's last context: dropping it frees S, which
+            // takes G's lock, while G's walk (another thread) meets P.
+            ch.cancel_with(Cause::new(SlowContextDrop { _ctx: s, go: go_tx }));
+            drop(p);
+            drop(c);
+            drop(ch);
+        });
+        canceller.join().unwrap();
+        assert!(g.is_cancelled());
+    }
 }

@@ -2,10 +2,11 @@
 
 use core::fmt;
 
-use crate::cancel;
-use crate::context::Context;
-use crate::node::{self, Scope};
-use crate::state;
+use crate::api::context::Context;
+use crate::tree::cancel::cancel;
+use crate::tree::node::Scope;
+use crate::tree::release;
+use crate::tree::state_word::{self, TryEnd};
 use crate::{Cause, Error};
 
 /// The right to cancel the context it was returned with. Go's `CancelFunc`,
@@ -53,7 +54,7 @@ impl CancelHandle {
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
         let cause = cause.into();
         // SAFETY: the handle holds a reference on the scope.
-        unsafe { cancel::cancel(self.scope, Error::Canceled, &cause) };
+        unsafe { cancel(self.scope, Error::Canceled, &cause) };
     }
 
     /// A second handle on the same scope (crate-internal: users get exactly
@@ -61,14 +62,14 @@ impl CancelHandle {
     #[cfg_attr(not(feature = "tokio-util"), allow(dead_code))]
     pub(crate) fn duplicate(&self) -> CancelHandle {
         // SAFETY: the handle holds a reference, so taking another is fine.
-        unsafe { node::acquire(self.scope.cast()) };
+        unsafe { release::acquire(self.scope.cast()) };
         CancelHandle { scope: self.scope }
     }
 
     /// A context for the scope this handle cancels.
     pub fn context(&self) -> Context {
         // SAFETY: the handle holds a reference, so taking another is fine.
-        unsafe { node::acquire(self.scope.cast()) };
+        unsafe { release::acquire(self.scope.cast()) };
         Context {
             node: self.scope.cast(),
             scope: self.scope,
@@ -78,7 +79,7 @@ impl CancelHandle {
     /// `true` once the scope has ended (by this handle or otherwise).
     pub fn is_cancelled(&self) -> bool {
         // SAFETY: the handle holds a reference.
-        unsafe { (*self.scope).hdr.word.load() & crate::state::CANCELLED != 0 }
+        unsafe { (*self.scope).hdr.word.load() & state_word::CANCELLED != 0 }
     }
 
     /// Gives up the handle without cancelling: the context then ends only
@@ -87,7 +88,7 @@ impl CancelHandle {
         let scope = self.scope;
         core::mem::forget(self);
         // SAFETY: the handle's reference, given up once (forget above).
-        unsafe { node::release(scope.cast()) };
+        unsafe { release::release(scope.cast()) };
     }
 }
 
@@ -98,7 +99,7 @@ impl Drop for CancelHandle {
             fn drop(&mut self) {
                 // SAFETY: the handle's reference, released even if an
                 // `after_func` panic propagates out of the cancel below.
-                unsafe { node::release(self.0.cast()) };
+                unsafe { release::release(self.0.cast()) };
             }
         }
         // SAFETY: the handle holds a reference.
@@ -107,8 +108,8 @@ impl Drop for CancelHandle {
         // the handle's reference in one compare-and-swap (`Busy` if that
         // reference could be the last, or the node has lists).
         let seen = word.load();
-        if state::kind(seen) == state::KIND_CANCEL
-            && word.try_end_leaf_seen(seen, state::CANCELLED, true, 0) == state::TryEnd::Ended
+        if state_word::kind(seen) == state_word::KIND_CANCEL
+            && word.try_end_leaf(seen, state_word::CANCELLED, true, 0) == TryEnd::Ended
         {
             return;
         }

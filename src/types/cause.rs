@@ -5,7 +5,7 @@ use core::fmt;
 use crate::Error;
 
 #[cfg(feature = "alloc")]
-use crate::arc::Arc;
+use crate::raw::arc::Arc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 

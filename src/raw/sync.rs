@@ -1,6 +1,7 @@
 //! The one place that decides which atomics and cells the crate uses.
 //!
-//! * `cfg(cancel_tree_loom)`: loom's model-checked atomics and cells (see `tests/loom.rs`).
+//! * `cfg(cancel_tree_loom)`: loom's model-checked atomics and cells (see
+//!   `tests/loom.rs`).
 //! * feature `portable-atomic`: portable-atomic's types, which fall back to
 //!   critical sections on targets without compare-and-swap (thumbv6m,
 //!   riscv32imc).
@@ -52,9 +53,39 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+/// Declares a constructor `const` except under loom, whose atomics and
+/// cells have no `const fn new`: one body for both.
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        #[cfg(not(cancel_tree_loom))]
+        $(#[$m])* $vis const fn $name($($arg: $ty),*) -> $ret $body
+        #[cfg(cancel_tree_loom)]
+        $(#[$m])* $vis fn $name($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use const_unless_loom;
+
+/// After a `Release` decrement that took a count to its end: makes every
+/// other owner's uses of the object happen before the caller frees it
+/// (pairs with their `Release` decrements).
+///
+/// An `Acquire` fence, except for the ThreadSanitizer run
+/// (`--cfg cancel_tree_tsan`), which models loads but not fences and gets
+/// an `Acquire` load of the count instead: the same guarantee through the
+/// release sequence.
+#[inline(always)]
+pub(crate) fn acquire_after_last_release(count: &AtomicUsize) {
+    #[cfg(not(cancel_tree_tsan))]
+    {
+        let _ = count;
+        fence(Ordering::Acquire);
+    }
+    #[cfg(cancel_tree_tsan)]
+    count.load(Ordering::Acquire);
+}
+
 /// One step of a bounded spin: a CPU hint, and after a while a yield to the
 /// OS scheduler (std) or to loom's scheduler.
-#[cfg(any(feature = "std", cancel_tree_loom))]
 #[inline]
 pub(crate) fn backoff(spins: &mut u32) {
     #[cfg(cancel_tree_loom)]

@@ -16,23 +16,27 @@
 //!    lock held. Then drop the walk's references.
 //!
 //! A cancel that finds its scope already cancelled (a concurrent cancel, a
-//! parent's walk meeting a child that cancelled itself) waits, with `std`,
-//! until `WALKING` clears: phase 1 runs no user code and never blocks (but
-//! for the one RMW a shard-array collapse owner does right after its
-//! decrement, see `state::Released::Collapse`), so the wait is short and
-//! cannot deadlock, and it keeps the promise that when any
-//! `cancel()` returns every descendant reports cancelled. Without `std` there
-//! is no waiting (an interrupt handler must not wait for the code it
-//! interrupted): a losing `cancel()` returns at once, and the winning walk
-//! finishes when the interrupted code resumes.
+//! parent's walk meeting a child that cancelled itself) waits, when the lock
+//! is a bit in the word (`std`), until `WALKING` clears (state word,
+//! invariant 7): phase 1 runs no user code and never blocks (but for the one
+//! RMW a shard-array collapse owner does right after its decrement: state
+//! word, invariant 8), so the wait is short and cannot deadlock, and it keeps
+//! the promise that when any `cancel()` returns every descendant reports
+//! cancelled. With a critical section there is no waiting (an interrupt
+//! handler must not wait for the code it interrupted): a losing `cancel()`
+//! returns at once, and the winning walk finishes when the interrupted code
+//! resumes.
 
 use core::ptr;
 
-use crate::Cause;
-use crate::Error;
-use crate::node::{self, NodePtr, Scope};
-use crate::state::{self, CANCELLED, LINKED, TryEnd, WALKING};
-use crate::waiters::{self, Waiter};
+use crate::raw::lock::IN_WORD;
+use crate::raw::panic::Panics;
+use crate::tree::children::{self, ChildList};
+use crate::tree::node::{NodePtr, Scope, scope_of};
+use crate::tree::release;
+use crate::tree::state_word::{self, CANCELLED, HAS_WAITERS, LINKED, TryEnd, WALKING};
+use crate::tree::waiter_list::{self, Waiter};
+use crate::{Cause, Error};
 
 /// Cancels the scope `s` with `err` and `cause`. Returns `true` if this call
 /// ended the scope, `false` if it had already ended.
@@ -42,14 +46,15 @@ use crate::waiters::{self, Waiter};
 pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool {
     // SAFETY: the caller's reference keeps `s` alive.
     let scope = unsafe { &*s };
-    let bits = state::end_bits(err, cause.as_error());
+    let bits = state_word::end_bits(err, cause.as_error());
     // Fastest path: a scope that never had children or waiters, ended by a
     // cause that needs no cell, is the whole subtree: one compare-and-swap.
     if cause.as_error().is_some() {
-        match scope.hdr.word.try_end_leaf(bits, false, 0) {
+        let seen = scope.hdr.word.load();
+        match scope.hdr.word.try_end_leaf(seen, bits, false, 0) {
             TryEnd::Ended => {
                 // SAFETY: the caller's reference keeps the node alive.
-                unsafe { crate::deadline::dequeue_if_deadline(s) };
+                unsafe { crate::tree::deadline::dequeue_if_deadline(s) };
                 return true;
             }
             TryEnd::AlreadyEnded => {
@@ -60,7 +65,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
         }
     }
     let guard = scope.hdr.word.lock();
-    if guard.load() & CANCELLED != 0 {
+    if guard.seen() & CANCELLED != 0 {
         drop(guard);
         wait_walk(scope);
         return false;
@@ -75,7 +80,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     if unsafe { is_leaf(scope) } {
         guard.unlock_with(bits);
         // SAFETY: the caller's reference keeps the node alive.
-        unsafe { crate::deadline::dequeue_if_deadline(s) };
+        unsafe { crate::tree::deadline::dequeue_if_deadline(s) };
         return true;
     }
     guard.unlock_with(bits | WALKING);
@@ -93,7 +98,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
         flag_children(scope, bits, cause, &mut work, &mut chain, &mut deferred);
         while !work.is_null() {
             let x = work;
-            work = (*x).next.with(|n| *n);
+            work = (*x).siblings.next();
             flag_children(&*x, bits, cause, &mut work, &mut chain, &mut deferred);
         }
         // The subtree is flagged: leave the parent's list (a parent walk that
@@ -106,7 +111,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
         // SAFETY: the walk holds a reference on every node in the chain.
         unsafe {
             (*x).hdr.word.clear(WALKING);
-            x = (*x).prev.with(|p| *p);
+            x = (*x).siblings.prev();
         }
     }
 
@@ -124,49 +129,12 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
     true
 }
 
-/// How many children a walk flags per hold of their parent's list lock. With
-/// `std`, 64: fewer lock round trips, and other threads wait at most 64
-/// flags. Without `std` the lock is a critical section (interrupts masked on
-/// a single core), so every child gets its own short section, as interrupt
-/// latency matters more there than walk throughput (`docs/embedded.md`).
-#[cfg(feature = "std")]
-const BATCH: usize = 64;
-#[cfg(not(feature = "std"))]
-const BATCH: usize = 1;
-
-/// One child list of a scope: its own, or one of its shards.
-#[derive(Clone, Copy)]
-enum List<'a> {
-    Own(&'a Scope),
-    #[cfg(cancel_tree_shards)]
-    Shard(&'a crate::shards::Shard),
-}
-
-/// The held lock of a [`List`] (held for its `Drop`, which unlocks).
-#[allow(dead_code)]
-enum ListGuard<'a> {
-    Own(crate::state::Guard<'a>),
-    #[cfg(cancel_tree_shards)]
-    Shard(crate::shards::ShardGuard<'a>),
-}
-
-impl<'a> List<'a> {
-    fn lock(self) -> ListGuard<'a> {
-        match self {
-            List::Own(x) => ListGuard::Own(x.hdr.word.lock()),
-            #[cfg(cancel_tree_shards)]
-            List::Shard(sh) => ListGuard::Shard(sh.lock()),
-        }
-    }
-
-    fn head(self) -> &'a crate::sync::UnsafeCell<*const Scope> {
-        match self {
-            List::Own(x) => &x.children,
-            #[cfg(cancel_tree_shards)]
-            List::Shard(sh) => &sh.head,
-        }
-    }
-}
+/// How many children a walk flags per hold of their parent's list lock.
+/// With a lock bit, 64: fewer lock round trips, and other threads wait at
+/// most 64 flags. With a critical section (interrupts masked on a single
+/// core) every child gets its own short section, as interrupt latency
+/// matters more there than walk throughput (`docs/embedded.md`).
+const BATCH: usize = if IN_WORD { 64 } else { 1 };
 
 /// Pops and flags every child of the flagged scope `x`: its own list, then
 /// its shards (read under its lock, see `shards::install`).
@@ -183,7 +151,7 @@ unsafe fn flag_children(
 ) {
     // SAFETY: (caller).
     #[cfg_attr(not(cancel_tree_shards), allow(clippy::let_unit_value))]
-    let _shards = unsafe { flag_list(List::Own(x), bits, cause, work, chain, deferred) };
+    let _shards = unsafe { flag_list(ChildList::Own(x), bits, cause, work, chain, deferred) };
     #[cfg(cancel_tree_shards)]
     {
         let shards = _shards;
@@ -191,7 +159,8 @@ unsafe fn flag_children(
             // SAFETY: the array lives as long as `x`.
             for sh in unsafe { &(*shards).shard } {
                 // SAFETY: (caller).
-                let _ = unsafe { flag_list(List::Shard(sh), bits, cause, work, chain, deferred) };
+                let _ =
+                    unsafe { flag_list(ChildList::Shard(sh), bits, cause, work, chain, deferred) };
             }
         }
     }
@@ -199,7 +168,7 @@ unsafe fn flag_children(
 
 /// The shard array pointer of a scope (nothing without shards).
 #[cfg(cancel_tree_shards)]
-type ShardsPtr = *const crate::shards::Shards;
+type ShardsPtr = *const crate::tree::shards::Shards;
 #[cfg(not(cancel_tree_shards))]
 type ShardsPtr = ();
 
@@ -207,7 +176,7 @@ type ShardsPtr = ();
 /// scope's own list, returns its shard array pointer as read under the lock
 /// hold that found the list empty (see `shards::install`; null for a shard).
 ///
-/// Children whose ending needs no lock (see [`state::Word::try_end_leaf`])
+/// Children whose ending needs no lock (see [`state_word::Word::try_end_leaf`])
 /// are flagged in batches under one hold of the list's lock, each with a
 /// single compare-and-swap that also clears its `LINKED`; the rest take both
 /// locks.
@@ -216,7 +185,7 @@ type ShardsPtr = ();
 /// The list's scope is alive, flagged, and the caller holds a reference on
 /// it.
 unsafe fn flag_list(
-    list: List<'_>,
+    list: ChildList<'_>,
     bits: usize,
     cause: &Cause,
     work: &mut *const Scope,
@@ -230,12 +199,12 @@ unsafe fn flag_list(
         let mut batch = 0;
         let (d, gx) = loop {
             // SAFETY: we hold the list's lock.
-            let d = unsafe { node::pop(head) };
+            let d = unsafe { head.pop_front() };
             if d.is_null() {
                 #[cfg(cancel_tree_shards)]
                 return match list {
-                    List::Own(x) => crate::shards::of(x),
-                    List::Shard(_) => core::ptr::null(),
+                    ChildList::Own(x) => crate::tree::shards::of(x),
+                    ChildList::Shard(_) => core::ptr::null(),
                 };
                 #[cfg(not(cancel_tree_shards))]
                 return;
@@ -245,11 +214,12 @@ unsafe fn flag_list(
             }
             // SAFETY: `d` was listed under the lock, which we still hold; a
             // dying `d` cannot be freed before it takes that lock
-            // (`detach_from_parent`).
+            // (`release::detach`).
             let child = unsafe { &*d };
             let word = &child.hdr.word;
-            let mut ended = state::kind(word.load()) == state::KIND_CANCEL
-                && word.try_end_leaf(bits, false, LINKED) == TryEnd::Ended;
+            let seen = word.load();
+            let mut ended = state_word::kind(seen) == state_word::KIND_CANCEL
+                && word.try_end_leaf(seen, bits, false, LINKED) == TryEnd::Ended;
             if !ended && word.try_end_inner(bits, LINKED) == TryEnd::Ended {
                 // Flagged with WALKING and a reference for the walk: its own
                 // lists are drained later. `d` is off every list, so its
@@ -273,7 +243,7 @@ unsafe fn flag_list(
         let child = unsafe { &*d };
         child.hdr.word.clear(LINKED);
         let gd = child.hdr.word.lock();
-        let w = gd.load();
+        let w = gd.seen();
         if w & CANCELLED != 0 {
             // `d` ended on its own; its own walk may still be flagging below.
             let alive = child.hdr.word.try_acquire_ref();
@@ -286,16 +256,14 @@ unsafe fn flag_list(
                 // cancel a node of it and wait on us): defer to phase 2.
                 // `d` is off every list and we hold a reference, so its
                 // `next` link is ours.
-                child.next.with_mut(|n| {
-                    // SAFETY: see above.
-                    unsafe { *n = *deferred }
-                });
+                // SAFETY: see above.
+                unsafe { child.siblings.set_next(*deferred) };
                 *deferred = d;
             }
             continue;
         }
         // SAFETY: d's lock is held.
-        if state::kind(w) == state::KIND_CANCEL && unsafe { is_leaf(child) } {
+        if state_word::kind(w) == state_word::KIND_CANCEL && unsafe { is_leaf(child) } {
             // A plain leaf: flagging it is all there is to do, under both
             // locks; no reference, no second visit. Its free path takes the
             // list's lock, so it outlives this.
@@ -324,10 +292,10 @@ unsafe fn flag_list(
 /// # Safety
 /// As stated: the sibling links of `d` belong to the walk.
 unsafe fn push_work(d: *const Scope, work: &mut *const Scope, chain: &mut *const Scope) {
-    // SAFETY: (caller) the links are ours.
+    // SAFETY: (caller) the links are ours (list invariant 3).
     unsafe {
-        (*d).next.with_mut(|n| *n = *work);
-        (*d).prev.with_mut(|p| *p = *chain);
+        (*d).siblings.set_next(*work);
+        (*d).siblings.set_prev(*chain);
     }
     *work = d;
     *chain = d;
@@ -339,11 +307,11 @@ unsafe fn push_work(d: *const Scope, work: &mut *const Scope, chain: &mut *const
 /// The caller holds `scope`'s lock.
 unsafe fn is_leaf(scope: &Scope) -> bool {
     #[cfg(cancel_tree_shards)]
-    if !crate::shards::of(scope).is_null() {
+    if !crate::tree::shards::of(scope).is_null() {
         return false;
     }
     // SAFETY: both heads are guarded by the lock (caller).
-    unsafe { scope.children.with(|c| (*c).is_null()) && scope.waiters.with(|w| (*w).is_null()) }
+    unsafe { scope.children.is_empty() && scope.waiters.is_empty() }
 }
 
 /// Unlinks the cancelled scope `s` from its parent scope's child list.
@@ -352,44 +320,31 @@ unsafe fn is_leaf(scope: &Scope) -> bool {
 /// The caller holds a reference on `s`.
 unsafe fn leave_parent(s: *const Scope) {
     // SAFETY: `s` is alive; its parent is alive because `s` holds it.
-    let parent = unsafe { node::scope_of((*s).hdr.parent) };
+    let parent = unsafe { scope_of((*s).hdr.parent) };
     if parent.is_null() {
         return;
     }
-    // SAFETY: as above.
-    let parent = unsafe { &*parent };
-    #[cfg(cancel_tree_shards)]
-    // SAFETY: `s` is alive and its shard bits are fixed.
-    let list = match crate::shards::shard_of(unsafe { (*s).hdr.word.load() }) {
-        // SAFETY: the parent's array was installed before `s` was linked in
-        // it, and lives as long as the parent.
-        Some(k) => List::Shard(unsafe { &(*crate::shards::of(parent)).shard[k] }),
-        None => List::Own(parent),
-    };
-    #[cfg(not(cancel_tree_shards))]
-    let list = List::Own(parent);
+    // SAFETY: as above; `s` was linked under `parent`.
+    let list = unsafe { ChildList::of(&*parent, (*s).hdr.word.load()) };
     let guard = list.lock();
-    // SAFETY: under the list's lock, LINKED says whether we are listed.
-    unsafe {
-        if (*s).hdr.word.load() & state::LINKED != 0 {
-            node::unlink(list.head(), s);
-            (*s).hdr.word.clear(LINKED);
-        }
+    // SAFETY: the list's lock is held; `s` is alive.
+    if unsafe { children::unlink_if_linked(list, s) } & LINKED != 0 {
+        // SAFETY: `s` is alive.
+        unsafe { (*s).hdr.word.clear(LINKED) };
     }
     drop(guard);
 }
 
-/// Waits (std) until no walk is flagging below `scope`.
+/// Waits until no walk is flagging below `scope` (with a lock bit only:
+/// see the module docs).
 fn wait_walk(scope: &Scope) {
-    #[cfg(any(feature = "std", cancel_tree_loom))]
-    {
-        let mut spins = 0;
-        while scope.hdr.word.load() & WALKING != 0 {
-            crate::sync::backoff(&mut spins);
-        }
+    if !IN_WORD {
+        return;
     }
-    #[cfg(not(any(feature = "std", cancel_tree_loom)))]
-    let _ = scope;
+    let mut spins = 0;
+    while scope.hdr.word.load() & WALKING != 0 {
+        crate::raw::sync::backoff(&mut spins);
+    }
 }
 
 /// Phase 2. Its `Drop` finishes the work, so a panic that escapes a callback
@@ -408,17 +363,17 @@ impl Notifier {
         while !self.deferred.is_null() {
             let d = self.deferred;
             // SAFETY: we hold a reference on every deferred node.
-            self.deferred = unsafe { (*d).next.with(|n| *n) };
+            self.deferred = unsafe { (*d).siblings.next() };
             // SAFETY: the deferred reference.
-            unsafe { node::release(d.cast()) };
+            unsafe { release::release(d.cast()) };
         }
         while !self.current.is_null() {
             // SAFETY: the walk holds a reference on `current`.
             let x = unsafe { &*self.current };
             // A node that never had a waiter has none to notify (and, being
             // cancelled, can get none now): skip its lock. (The bit is kept
-            // with `std` only.)
-            while !cfg!(feature = "std") || x.hdr.word.load() & state::HAS_WAITERS != 0 {
+            // with a lock bit only: state word, invariant 4.)
+            while !IN_WORD || x.hdr.word.load() & HAS_WAITERS != 0 {
                 let guard = x.hdr.word.lock();
                 // SAFETY: lock held.
                 let link = unsafe { x.pop_waiter() };
@@ -428,7 +383,7 @@ impl Notifier {
                 // SAFETY: `link` was listed under the lock we hold, so it is
                 // alive; its kind is immutable.
                 match unsafe { (*link).kind } {
-                    waiters::KIND_WAITER => {
+                    waiter_list::KIND_WAITER => {
                         // SAFETY: lock held, waiter link.
                         let waker = unsafe { Waiter::take_waker(link) };
                         drop(guard);
@@ -440,7 +395,7 @@ impl Notifier {
                     _ => {
                         drop(guard);
                         // SAFETY: an after_func link we popped (claimed).
-                        unsafe { crate::after_func::fire(link, &mut self.panics) };
+                        unsafe { crate::tree::after_func::fire(link, &mut self.panics) };
                     }
                     // Without `alloc` there are no after_func registrations.
                     #[cfg(not(feature = "alloc"))]
@@ -449,15 +404,15 @@ impl Notifier {
             }
             // A timeout that ended leaves its clock's queue now.
             // SAFETY: the walk holds a reference on `current`.
-            unsafe { crate::deadline::dequeue_if_deadline(self.current) };
+            unsafe { crate::tree::deadline::dequeue_if_deadline(self.current) };
             let done = self.current;
             self.current = self.chain;
             if !self.chain.is_null() {
                 // SAFETY: the walk holds a reference on every chain node.
-                self.chain = unsafe { (*self.chain).prev.with(|p| *p) };
+                self.chain = unsafe { (*self.chain).siblings.prev() };
             }
             // SAFETY: the walk's reference on `done`.
-            unsafe { node::release(done as NodePtr) };
+            unsafe { release::release(done as NodePtr) };
         }
     }
 }
@@ -465,41 +420,5 @@ impl Notifier {
 impl Drop for Notifier {
     fn drop(&mut self) {
         self.run();
-    }
-}
-
-/// Runs user callbacks (wakers, `after_func` closures). With `std`, a panic
-/// is caught so the walk completes, and the first one is resumed on the
-/// cancelling thread once the tree is consistent again.
-#[derive(Default)]
-pub(crate) struct Panics {
-    #[cfg(feature = "std")]
-    first: Option<std::boxed::Box<dyn core::any::Any + Send + 'static>>,
-}
-
-impl Panics {
-    pub(crate) fn call(&mut self, f: impl FnOnce()) {
-        #[cfg(feature = "std")]
-        {
-            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                if self.first.is_none() {
-                    self.first = Some(payload);
-                }
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        f();
-    }
-
-    /// Re-raises the first caught panic, unless this thread is already
-    /// unwinding (a `CancelHandle` dropped during a panic), where a second
-    /// panic would abort: then the payload is dropped.
-    pub(crate) fn resume(self) {
-        #[cfg(feature = "std")]
-        if let Some(payload) = self.first {
-            if !std::thread::panicking() {
-                std::panic::resume_unwind(payload);
-            }
-        }
     }
 }

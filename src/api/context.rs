@@ -3,19 +3,16 @@
 use core::fmt;
 use core::future::Future;
 use core::ptr;
-
-use alloc::boxed::Box;
-
 use core::time::Duration;
 
-use crate::after_func::{self, AfterFunc};
-use crate::clock::Clock;
-use crate::deadline;
-use crate::handle::CancelHandle;
-use crate::node::{self, BACKGROUND, Header, NodePtr, Scope, TODO};
-use crate::run::Run;
-use crate::state::{self, CANCELLED, REF_ONE, Word};
-use crate::waiters::{Done, DoneOwned};
+use crate::api::after_func::AfterFunc;
+use crate::api::cancel_handle::CancelHandle;
+use crate::api::done::{Done, DoneOwned};
+use crate::api::run::Run;
+use crate::clock::contract::Clock;
+use crate::tree::node::{self, BACKGROUND, NodePtr, Scope, TODO};
+use crate::tree::state_word::{self, CANCELLED};
+use crate::tree::{attach, deadline, release};
 use crate::{Cause, Error, Instant};
 
 /// A handle to one node of a cancellation tree: Go's `context.Context`.
@@ -51,13 +48,6 @@ pub struct Context {
 unsafe impl Send for Context {}
 // SAFETY: as above: every `&self` method is thread-safe.
 unsafe impl Sync for Context {}
-
-/// See [`Context::shard_hint`].
-#[cfg(cancel_tree_shards)]
-pub(crate) type ShardHint = *const crate::shards::Shards;
-/// See [`Context::shard_hint`] (no shard arrays in this build).
-#[cfg(not(cancel_tree_shards))]
-pub(crate) type ShardHint = ();
 
 impl Context {
     /// The root of a tree: never cancelled, no values, no deadline. Costs
@@ -96,9 +86,10 @@ impl Context {
     #[inline]
     pub fn with_cancel(&self) -> (Context, CancelHandle) {
         // Inlined so that the caller builds the pair from one returned
-        // pointer in registers (returned through memory it costs a
+        // pointer in registers (returned through memory the pair costs a
         // store-forwarding stall on the caller's first use).
-        let scope = self.new_cancel_scope();
+        // SAFETY: we hold a reference on our node, whose scope is ours.
+        let scope = unsafe { attach::new_cancel_scope(self.node, self.scope) };
         // SAFETY: a fresh scope carrying a context's and a handle's reference.
         unsafe { Context::pair(scope) }
     }
@@ -118,144 +109,6 @@ impl Context {
         )
     }
 
-    /// A fresh `with_cancel` scope (counting a context and a handle),
-    /// attached under `self`.
-    pub(crate) fn new_cancel_scope(&self) -> *const Scope {
-        self.new_scope(Scope::new(state::KIND_CANCEL | (2 * REF_ONE), self.node))
-    }
-
-    /// Allocates `scope` (a fresh node whose word counts the context and the
-    /// handle) as a child of `self`, and links it under `self`'s scope, or
-    /// makes it born-cancelled if that scope already ended.
-    #[inline(always)]
-    pub(crate) fn new_scope(&self, scope: Scope) -> *const Scope {
-        #[allow(clippy::let_unit_value)] // `()` without shard arrays
-        let hint = self.shard_hint();
-        let s: *const Scope = crate::node_cache::boxed(scope);
-        // SAFETY: fresh node, not shared yet; we hold a reference on our node.
-        unsafe { self.attach_acquiring(s, hint) };
-        s
-    }
-
-    /// Where a child of ours will be linked: our scope's shard array if it
-    /// has one (null: its own list), read *before* the child is built, so
-    /// the load does not queue behind the child's fresh stores. A stale
-    /// null only sends the child to the own list, which is always correct.
-    #[inline(always)]
-    pub(crate) fn shard_hint(&self) -> ShardHint {
-        #[cfg(cancel_tree_shards)]
-        if !self.scope.is_null() && self.node == self.scope.cast() {
-            // SAFETY: our scope is alive while we are.
-            return crate::shards::of(unsafe { &*self.scope });
-        }
-        #[cfg(cancel_tree_shards)]
-        return core::ptr::null();
-    }
-
-    /// Takes the child's reference on our node and links a fresh scope under
-    /// `self.scope` (or copies its ending). When our node is that scope, the
-    /// reference is taken as the lock is released. `hint` is
-    /// [`shard_hint`](Context::shard_hint), read before `s` was built.
-    ///
-    /// # Safety
-    /// `s` is alive and not shared yet; we hold a reference on our node.
-    pub(crate) unsafe fn attach_acquiring(&self, s: *const Scope, hint: ShardHint) {
-        if !self.scope.is_null() && self.node == self.scope.cast() {
-            // SAFETY: as above.
-            unsafe { self.attach_with(s, true, hint) }
-        } else {
-            // SAFETY: we hold a reference on our own node.
-            unsafe {
-                node::acquire(self.node);
-                self.attach_with(s, false, hint);
-            }
-        }
-    }
-
-    /// Links a fresh scope under `self.scope`, or copies its ending.
-    ///
-    /// # Safety
-    /// `s` is alive and not shared yet; with `acquire`, `self.node` is
-    /// `self.scope` and the child's reference on it is taken with the lock.
-    #[inline(always)]
-    unsafe fn attach_with(&self, s: *const Scope, acquire: bool, hint: ShardHint) {
-        if self.scope.is_null() {
-            return;
-        }
-        // The common case, inlined: the parent's own list (no shard array)
-        // and its lock free at the first try.
-        #[cfg(cancel_tree_shards)]
-        let own_list = hint.is_null();
-        #[cfg(not(cancel_tree_shards))]
-        let own_list = true;
-        if own_list {
-            // SAFETY: our scope is alive while we are.
-            let parent = unsafe { &*self.scope };
-            if let Some((guard, w)) = parent.hdr.word.try_lock_seen() {
-                // SAFETY: as in `attach_contended`.
-                unsafe { Context::link_locked(parent, s, w) };
-                if acquire {
-                    guard.unlock_and_acquire_ref();
-                } else {
-                    drop(guard);
-                }
-                return;
-            }
-        }
-        // SAFETY: (caller).
-        unsafe { self.attach_contended(s, acquire, hint) }
-    }
-
-    /// Links `s` under `parent`, whose lock the caller holds (`w`: the word
-    /// seen under it), or makes it born-cancelled.
-    ///
-    /// # Safety
-    /// `s` is alive and not shared yet; the caller holds `parent`'s lock and
-    /// `w` is the word it saw when taking it.
-    #[inline(always)]
-    unsafe fn link_locked(parent: &Scope, s: *const Scope, w: usize) {
-        // SAFETY: (caller); the lock is held.
-        unsafe {
-            if w & CANCELLED != 0 {
-                (*s).inherit_end(parent, w);
-            } else {
-                parent.link_child(s, w);
-            }
-        }
-    }
-
-    /// [`attach_with`](Context::attach_with) when the parent has a shard
-    /// array, or the fast path found its lock taken: out of line, to keep
-    /// the common path small.
-    ///
-    /// # Safety
-    /// As for [`attach_with`](Context::attach_with).
-    #[cold]
-    #[inline(never)]
-    unsafe fn attach_contended(&self, s: *const Scope, acquire: bool, hint: ShardHint) {
-        #[cfg(not(cancel_tree_shards))]
-        let () = hint;
-        // SAFETY: our scope is alive while we are; `s` is fresh (caller).
-        unsafe {
-            let parent = &*self.scope;
-            // Here either the array is installed (`hint`), or the fast path
-            // found the parent's lock taken by another thread: install it.
-            #[cfg(cancel_tree_shards)]
-            if acquire && attach_sharded(parent, s, hint) {
-                return;
-            }
-            // No array possible (an immortal parent), or a child of a value
-            // node (no shards): wait for the own list's lock.
-            let (guard, w) = parent.hdr.word.lock_seen();
-            Context::link_locked(parent, s, w);
-            if acquire {
-                guard.unlock_and_acquire_ref();
-            } else {
-                drop(guard);
-            }
-        }
-    }
-
     /// A child that carries `value`: [`value::<T>()`](Context::value) on it
     /// and its descendants returns it, unless a nearer ancestor carries
     /// another `T`. Makes no cancellation scope.
@@ -273,7 +126,7 @@ impl Context {
     /// ```
     pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
         // SAFETY: we hold a reference on our own node.
-        unsafe { node::acquire(self.node) };
+        unsafe { release::acquire(self.node) };
         let node = node::new_value_node(self.node, self.scope, value);
         Context {
             node,
@@ -295,7 +148,10 @@ impl Context {
     ///
     /// [`ManualClock`]: crate::ManualClock
     pub fn background_with_clock(clock: impl Clock) -> Context {
-        deadline::new_clock_root(clock)
+        Context {
+            node: deadline::new_clock_root(clock),
+            scope: ptr::null(),
+        }
     }
 
     /// The current time on this tree's clock ([`StdClock`](crate::StdClock)
@@ -333,9 +189,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn with_deadline(&self, at: Instant) -> (Context, CancelHandle) {
-        let cause = Cause::from(Error::DeadlineExceeded);
-        // SAFETY: a fresh scope carrying a context's and a handle's reference.
-        unsafe { Context::pair(deadline::with_deadline(self, at, cause, None)) }
+        self.with_deadline_cause(at, Error::DeadlineExceeded)
     }
 
     /// [`with_deadline`](Context::with_deadline) at `now() + after`
@@ -349,11 +203,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn with_timeout(&self, after: Duration) -> (Context, CancelHandle) {
-        let now = self.now();
-        let cause = Cause::from(Error::DeadlineExceeded);
-        let s = deadline::with_deadline(self, now.saturating_add(after), cause, Some(now));
-        // SAFETY: a fresh scope carrying a context's and a handle's reference.
-        unsafe { Context::pair(s) }
+        self.with_timeout_cause(after, Error::DeadlineExceeded)
     }
 
     /// [`with_deadline`](Context::with_deadline) whose [`cause`](Context::cause)
@@ -364,8 +214,10 @@ impl Context {
         at: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
+        // SAFETY: we hold a reference on our node, whose scope is ours.
+        let s = unsafe { deadline::with_deadline(self.node, self.scope, at, cause.into(), None) };
         // SAFETY: a fresh scope carrying a context's and a handle's reference.
-        unsafe { Context::pair(deadline::with_deadline(self, at, cause.into(), None)) }
+        unsafe { Context::pair(s) }
     }
 
     /// [`with_timeout`](Context::with_timeout) with a cause (Go's
@@ -387,7 +239,10 @@ impl Context {
         cause: impl Into<Cause>,
     ) -> (Context, CancelHandle) {
         let now = self.now();
-        let s = deadline::with_deadline(self, now.saturating_add(after), cause.into(), Some(now));
+        let at = now.saturating_add(after);
+        // SAFETY: we hold a reference on our node, whose scope is ours.
+        let s =
+            unsafe { deadline::with_deadline(self.node, self.scope, at, cause.into(), Some(now)) };
         // SAFETY: a fresh scope carrying a context's and a handle's reference.
         unsafe { Context::pair(s) }
     }
@@ -411,13 +266,9 @@ impl Context {
     /// ```
     pub fn without_cancel(&self) -> Context {
         // SAFETY: we hold a reference on our own node.
-        unsafe { node::acquire(self.node) };
-        let header = Box::new(Header {
-            word: Word::new(state::KIND_WITHOUT | REF_ONE),
-            parent: self.node,
-        });
+        unsafe { release::acquire(self.node) };
         Context {
-            node: Box::into_raw(header).cast_const(),
+            node: node::new_without_cancel_node(self.node),
             scope: ptr::null(),
         }
     }
@@ -464,7 +315,8 @@ impl Context {
     where
         F: FnOnce() + Send + 'static,
     {
-        after_func::register(self, f)
+        // SAFETY: our scope is alive while we are.
+        AfterFunc::new(unsafe { crate::tree::after_func::register(self.scope, f) })
     }
 
     /// `true` once the context is cancelled. One atomic load: no lock, no
@@ -479,7 +331,7 @@ impl Context {
     /// is set.
     #[inline]
     pub fn err(&self) -> Option<Error> {
-        state::err_of(self.word())
+        state_word::err_of(self.word())
     }
 
     #[inline(always)]
@@ -549,7 +401,7 @@ impl Context {
     /// Blocks the thread until the context is cancelled.
     #[cfg(feature = "std")]
     pub fn wait(&self) -> Error {
-        crate::blocking::wait(self)
+        crate::api::blocking::wait(self)
     }
 
     /// Blocks the thread until the context is cancelled or `timeout`
@@ -563,37 +415,18 @@ impl Context {
     /// ```
     #[cfg(feature = "std")]
     pub fn wait_timeout(&self, timeout: core::time::Duration) -> Option<Error> {
-        crate::blocking::wait_timeout(self, timeout)
+        crate::api::blocking::wait_timeout(self, timeout)
     }
 
-    /// The names of this node and its ancestors, for `Debug`.
-    fn kind_name(node: NodePtr) -> &'static str {
-        if node == BACKGROUND {
-            return "background";
-        }
-        if node == TODO {
-            return "todo";
-        }
-        // SAFETY: a live node; kind bits are immutable.
-        match state::kind(unsafe { (*node).word.load() }) {
-            state::KIND_CANCEL => "with_cancel",
-            state::KIND_DEADLINE => "with_deadline",
-            state::KIND_VALUE => "with_value",
-            state::KIND_WITHOUT => "without_cancel",
-            _ => "background_with_clock",
-        }
-    }
-
-    /// Tests only (not part of the API): gives this context's scope its
-    /// shard array now, as the first contended derive would, so a test or a
-    /// loom model can start from a sharded parent without the contention
-    /// that installs one.
-    #[cfg(cancel_tree_shards)]
-    #[doc(hidden)]
-    pub fn install_shards_for_tests(&self) {
+    /// Test hook (never part of the API): gives this context's scope its
+    /// shard array now, as the first contended derive would, so a unit test
+    /// or a loom model can start from a sharded parent without the
+    /// contention that installs one.
+    #[cfg(all(cancel_tree_shards, any(test, cancel_tree_loom)))]
+    pub(crate) fn install_shards_for_tests(&self) {
         if !self.scope.is_null() && self.node == self.scope.cast() {
             // SAFETY: our reference keeps the scope alive.
-            crate::shards::install(unsafe { &*self.scope });
+            crate::tree::shards::install(unsafe { &*self.scope });
         }
     }
 }
@@ -602,7 +435,7 @@ impl Clone for Context {
     #[inline]
     fn clone(&self) -> Context {
         // SAFETY: we hold a reference on our node.
-        unsafe { node::acquire(self.node) };
+        unsafe { release::acquire(self.node) };
         Context {
             node: self.node,
             scope: self.scope,
@@ -614,7 +447,7 @@ impl Drop for Context {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: we own one reference on our node.
-        unsafe { node::release(self.node) }
+        unsafe { release::release(self.node) }
     }
 }
 
@@ -638,7 +471,8 @@ impl fmt::Debug for Context {
             // SAFETY: ancestors of a live node are alive.
             n = unsafe { (*n).parent };
         }
-        let root = Context::kind_name(n);
+        // SAFETY: a sentinel (the loop above ran out of heap nodes).
+        let root = unsafe { node::kind_name(n) };
         f.write_str("Context(")?;
         if depth >= SHOWN {
             f.write_str("…")?;
@@ -652,60 +486,12 @@ impl fmt::Debug for Context {
                 n = unsafe { (*n).parent };
             }
             f.write_str(".")?;
-            f.write_str(Context::kind_name(n))?;
+            // SAFETY: `n` is a live ancestor (or ourselves).
+            f.write_str(unsafe { node::kind_name(n) })?;
         }
         match self.err() {
             None => f.write_str(", live)"),
             Some(e) => write!(f, ", {e})"),
         }
     }
-}
-
-/// Links a fresh child `s` (whose parent node is `parent`) into the calling
-/// thread's shard of `parent`, taking its reference there, or makes it
-/// born-cancelled. `shards` is the parent's array as just read; when it is
-/// null the caller found the parent's own lock taken (another thread is
-/// deriving or dropping a child right now), and the array is installed.
-/// Returns `false` (nothing done) when the parent cannot have one (an
-/// immortal scope): use the parent's own list then.
-///
-/// # Safety
-/// `s` is alive and not shared yet; the caller holds a reference on `parent`.
-#[cfg(cancel_tree_shards)]
-unsafe fn attach_sharded(
-    parent: &Scope,
-    s: *const Scope,
-    mut shards: *const crate::shards::Shards,
-) -> bool {
-    if shards.is_null() {
-        shards = crate::shards::install(parent);
-        if shards.is_null() {
-            return false;
-        }
-    }
-    let k = crate::shards::index();
-    // SAFETY: the array lives as long as the parent.
-    let shard = unsafe { &(*shards).shard[k] };
-    let mut guard = shard.lock();
-    // The caller's reference on the parent keeps the array's own reference
-    // from being the last, so the array cannot have collapsed; checked
-    // anyway, as counting into a collapsed shard would corrupt the count.
-    if guard.collapsed() {
-        debug_assert!(false, "derive into a collapsed shard");
-        return false;
-    }
-    let w = parent.hdr.word.load();
-    // SAFETY: `s` is fresh and unshared until linked below; the shard's
-    // lock guards its list.
-    unsafe {
-        (*s).hdr.word.set_unshared(crate::shards::shard_bits(k));
-        if w & CANCELLED != 0 {
-            (*s).inherit_end(parent, w);
-        } else {
-            crate::node::link(&shard.head, s);
-        }
-    }
-    guard.count_child();
-    drop(guard);
-    true
 }

@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use core::ops::Deref;
 use core::ptr::NonNull;
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::raw::sync::{AtomicUsize, Ordering, acquire_after_last_release};
 
 /// The top bit of the count: set once the count saturates.
 const IMMORTAL: usize = 1 << (usize::BITS - 1);
@@ -105,9 +105,7 @@ impl<T> Drop for Arc<T> {
         if self.inner().refs.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }
-        // Pairs with the Release decrements of the other owners (a load, not
-        // a fence: ThreadSanitizer does not model fences).
-        self.inner().refs.load(Ordering::Acquire);
+        acquire_after_last_release(&self.inner().refs);
         // SAFETY: last reference; made by `Box::into_raw` in `new`.
         unsafe { drop(Box::from_raw(self.ptr.as_ptr())) }
     }

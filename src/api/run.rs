@@ -6,8 +6,8 @@ use core::pin::Pin;
 use core::task::{Context as TaskContext, Poll};
 
 use crate::Error;
-use crate::context::Context;
-use crate::waiters::Done;
+use crate::api::context::Context;
+use crate::api::done::Done;
 
 /// The future returned by [`Context::run`]: `Ok(output)` if the inner future
 /// finishes first, `Err(err)` once the context is cancelled (the inner future

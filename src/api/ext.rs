@@ -9,10 +9,10 @@ use core::task::{Context as TaskContext, Poll};
 
 use futures_core::{FusedStream, Stream};
 
-use crate::context::Context;
-use crate::handle::CancelHandle;
-use crate::run::Run;
-use crate::waiters::DoneOwned;
+use crate::api::cancel_handle::CancelHandle;
+use crate::api::context::Context;
+use crate::api::done::DoneOwned;
+use crate::api::run::Run;
 use crate::{Cause, Error};
 
 /// Bounds any future by a context: `fut.cancel_on(&ctx)` borrows it,

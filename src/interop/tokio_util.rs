@@ -8,8 +8,8 @@ use std::task::{Context as TaskContext, Wake, Waker};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::AfterFunc;
-use crate::context::Context;
-use crate::handle::CancelHandle;
+use crate::api::cancel_handle::CancelHandle;
+use crate::api::context::Context;
 
 /// The cause of a context ended by a linked [`CancellationToken`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

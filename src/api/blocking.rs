@@ -6,7 +6,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::context::Context;
+use crate::api::context::Context;
 
 struct Unpark(Thread);
 

@@ -15,7 +15,7 @@
 #[cfg(not(all(feature = "std", not(cancel_tree_loom))))]
 use alloc::boxed::Box;
 
-use crate::node::Scope;
+use crate::tree::node::Scope;
 
 /// Freed blocks kept per thread (2 KiB of 64-byte nodes).
 #[cfg(all(feature = "std", not(cancel_tree_loom)))]
@@ -28,7 +28,7 @@ mod imp {
     use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 
     use super::CAP;
-    use crate::node::Scope;
+    use crate::tree::node::Scope;
 
     /// A cached block: its first word links to the next one.
     struct FreeBlock {
@@ -174,7 +174,7 @@ pub(crate) unsafe fn free(p: *const Scope) {
         drop(Box::from_raw(p.cast_mut()))
     }
     // Under loom the block is poisoned and kept, so a late access is caught
-    // (see `state::checked`).
+    // (see `state_word::checked`).
     #[cfg(cancel_tree_loom)]
     // SAFETY: (caller) nobody uses it any more, so nothing else writes it.
     unsafe {

@@ -1,0 +1,26 @@
+//! The public API: thin handles over the tree machinery.
+//!
+//! * `context`: [`Context`](crate::Context), a handle to one node.
+//! * `cancel_handle`: [`CancelHandle`](crate::CancelHandle), the right to
+//!   cancel a scope.
+//! * `done`, `run`: the wait futures.
+//! * `after_func`: the [`AfterFunc`](crate::AfterFunc) handle.
+//! * `ext`: combinators for futures and streams.
+//! * `local`: heap-free scopes for firmware.
+//! * `blocking`: blocking waits (std).
+
+#[cfg(feature = "alloc")]
+pub(crate) mod after_func;
+#[cfg(feature = "std")]
+pub(crate) mod blocking;
+#[cfg(feature = "alloc")]
+pub(crate) mod cancel_handle;
+#[cfg(feature = "alloc")]
+pub(crate) mod context;
+pub(crate) mod done;
+#[cfg(feature = "alloc")]
+pub(crate) mod ext;
+#[cfg(not(cancel_tree_loom))]
+pub(crate) mod local;
+#[cfg(feature = "alloc")]
+pub(crate) mod run;

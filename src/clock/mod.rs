@@ -1,0 +1,27 @@
+//! The clock layer: the [`Clock`](contract::Clock) contract, the queue of
+//! pending deadlines each clock stores ([`Timers`](timer_queue::Timers)),
+//! and the clocks the crate ships: [`ManualClock`](manual::ManualClock),
+//! `StdClock` (std) and the runtime adapters, which share one driver loop.
+//!
+//! This layer knows nothing of contexts: a queued entry says, through the
+//! hooks it carries, how to claim and end whatever owns it.
+
+pub(crate) mod contract;
+#[cfg(feature = "alloc")]
+pub(crate) mod manual;
+#[cfg(all(feature = "std", not(cancel_tree_loom)))]
+pub(crate) mod std_clock;
+pub(crate) mod timer_queue;
+
+#[cfg(all(
+    not(cancel_tree_loom),
+    any(feature = "tokio", feature = "async-io", feature = "embassy-time")
+))]
+mod driven;
+
+#[cfg(all(not(cancel_tree_loom), feature = "async-io"))]
+pub(crate) mod async_io;
+#[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
+pub(crate) mod embassy;
+#[cfg(all(not(cancel_tree_loom), feature = "tokio"))]
+pub(crate) mod tokio;
