@@ -15,7 +15,7 @@
 //! per-layout minimum and median show the layout's own cost.
 //!
 //! ```sh
-//! cargo run --release --example layout_sweep
+//! cargo bench --bench layout_sweep
 //! ```
 
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //! with a counting global allocator.
 //!
 //! ```text
-//! cargo run --release --example memory
+//! cargo bench --bench memory
 //! ```
 //!
 //! Prints markdown tables: heap bytes and allocations per child node and per
