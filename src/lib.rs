@@ -28,6 +28,11 @@
 //! See `docs/design.md` in the repository for the map of the source, the
 //! state machine, the lists, the memory orderings and the proofs.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    docsrs,
+    doc(auto_cfg(hide(cancel_tree_loom, cancel_tree_shards, cancel_tree_tsan)))
+)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -15,6 +15,9 @@ pub(crate) mod after_func;
 pub(crate) mod blocking;
 #[cfg(feature = "alloc")]
 pub(crate) mod cancel_handle;
+// Threads, sleeps and a 10 s watchdog: not under Miri.
+#[cfg(all(test, cancel_tree_shards, not(cancel_tree_loom), not(miri)))]
+mod collapse_tests;
 #[cfg(feature = "alloc")]
 pub(crate) mod context;
 pub(crate) mod done;
