@@ -423,6 +423,7 @@ impl Context {
     /// or a loom model can start from a sharded parent without the
     /// contention that installs one.
     #[cfg(all(cancel_tree_shards, any(test, cancel_tree_loom)))]
+    #[cfg_attr(miri, allow(dead_code))] // its tests do not run under Miri
     pub(crate) fn install_shards_for_tests(&self) {
         if !self.scope.is_null() && self.node == self.scope.cast() {
             // SAFETY: our reference keeps the scope alive.
