@@ -144,6 +144,38 @@ fn parent_does_not_grow_across_a_million_children() {
 }
 
 #[test]
+fn long_lived_parents_do_not_grow_across_a_million_merged_children() {
+    let (a, _ha) = Context::background().with_cancel();
+    let (b, _hb) = Context::background().with_value(5u8).with_cancel();
+    let (c, _hc) = Context::background().with_cancel();
+    let (kept, _k) = a.merge(&b); // one that stays: its entries stay too
+    let base = live();
+    for i in 0..(if cfg!(miri) { 300 } else { 1_000_000u32 }) {
+        let (m, h) = Context::merge_all(&a, [&b, &c]);
+        match i % 3 {
+            0 => drop((m, h)),
+            1 => {
+                h.detach();
+                drop(m)
+            }
+            _ => {
+                let (k, kh) = m.with_cancel();
+                drop((m, h));
+                assert!(k.is_cancelled());
+                drop((k, kh))
+            }
+        }
+    }
+    cancel_tree::trim_thread_cache();
+    assert!(
+        live() <= base,
+        "merged children must leave every parent: {} bytes kept",
+        live() - base
+    );
+    drop(kept);
+}
+
+#[test]
 fn short_lived_children_reuse_cached_nodes() {
     let (parent, _h) = Context::background().with_cancel();
     let a0 = allocs();

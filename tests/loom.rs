@@ -659,3 +659,61 @@ fn collapse_owner_vs_walker_reference() {
         });
     }
 }
+
+/// Merged contexts, M1: a parent other than the first is cancelled while
+/// the merged context's last holder drops it. The free path unlinks its
+/// entry under that parent's lock, or the walk claimed it first and holds a
+/// reference: no freed node is touched (they are poisoned under loom), and
+/// every parent is freed exactly once afterwards.
+#[test]
+fn merged_drop_vs_other_parent_cancel() {
+    loom::model(|| {
+        let (a, ah, a_drops) = counted_scope();
+        let (b, bh, b_drops) = counted_scope();
+        let (m, mh) = a.merge(&b);
+        mh.detach();
+        drop((a, b));
+        let t = thread::spawn(move || bh.cancel_with(Tag(2)));
+        drop(m);
+        t.join().unwrap();
+        drop(ah);
+        assert_eq!(a_drops.load(Ordering::SeqCst), 1);
+        assert_eq!(b_drops.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// M2: both parents cancelled at once with different causes: the merged
+/// context (and its child) ends once, with one of the two, the same
+/// everywhere, and is cancelled once both cancels returned.
+#[test]
+fn merged_two_parents_cancel_at_once() {
+    loom::model(|| {
+        let (a, ah) = Context::background().with_cancel();
+        let (b, bh) = Context::background().with_cancel();
+        let (m, _mh) = a.merge(&b);
+        let (child, _ch) = m.with_cancel();
+        let t = thread::spawn(move || bh.cancel_with(Tag(2)));
+        ah.cancel_with(Tag(1));
+        t.join().unwrap();
+        let got = tag_of(&m).expect("cancelled once both cancels returned");
+        assert!(got == 1 || got == 2);
+        assert_eq!(tag_of(&child), Some(got));
+        drop(b);
+    });
+}
+
+/// M3: a merged context created while its other parent is cancelled: it
+/// ends with that parent's cause, whether it saw the parent cancelled at
+/// creation or was linked first and reached by the walk.
+#[test]
+fn merged_create_vs_other_parent_cancel() {
+    loom::model(|| {
+        let (a, _ah) = Context::background().with_cancel();
+        let (b, bh) = Context::background().with_cancel();
+        let t = thread::spawn(move || bh.cancel_with(Tag(7)));
+        let (m, _mh) = a.merge(&b);
+        t.join().unwrap();
+        assert_eq!(tag_of(&m), Some(7));
+        assert!(!a.is_cancelled());
+    });
+}

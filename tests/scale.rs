@@ -66,3 +66,25 @@ fn one_million_wide_fan_out() {
         drop(children);
     });
 }
+
+/// Merged contexts free iteratively too: a chain of 1,000,000 merges, each
+/// holding the previous one as its *second* parent (the references a merged
+/// node holds besides its first parent's), dropped from its end.
+#[test]
+#[cfg_attr(miri, ignore = "1M nodes: native only")]
+fn one_million_merges_chained_through_their_other_parents() {
+    on_small_stack(SMALL_STACK, || {
+        let (root, cancel) = Context::background().with_value(Top(3)).with_cancel();
+        let mut leaf = root.clone();
+        for _ in 0..1_000_000 {
+            let (m, h) = Context::background().merge(&leaf);
+            h.detach();
+            leaf = m;
+        }
+        drop(root);
+        assert_eq!(leaf.value::<Top>(), Some(&Top(3)));
+        cancel.cancel();
+        assert_eq!(leaf.err(), Some(Error::Canceled));
+        drop(leaf);
+    });
+}

@@ -142,6 +142,28 @@ impl Context {
         unsafe { deadline::deadline_of(self.scope) }
     }
 
+    /// How long until [`deadline`](Context::deadline) on this tree's clock:
+    /// `None` without a deadline, `Duration::ZERO` once it has passed (never
+    /// negative). One clock read; for a request's outgoing calls (a
+    /// `grpc-timeout`, a socket timeout).
+    ///
+    /// ```
+    /// use cancel_tree::{Context, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let root = Context::background_with_clock(clock.clone());
+    /// let (ctx, _c) = root.with_timeout(Duration::from_secs(2));
+    /// clock.advance(Duration::from_millis(500));
+    /// assert_eq!(ctx.remaining(), Some(Duration::from_millis(1500)));
+    /// clock.advance(Duration::from_secs(5));
+    /// assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+    /// assert_eq!(root.remaining(), None);
+    /// ```
+    pub fn remaining(&self) -> Option<Duration> {
+        let deadline = self.deadline()?;
+        Some(deadline - self.now())
+    }
+
     /// A root whose tree uses `clock` for deadlines (a [`ManualClock`] in
     /// tests, a runtime's timer, a hardware timer). Never cancelled, like
     /// [`background`](Context::background).
@@ -271,6 +293,77 @@ impl Context {
             node: node::new_without_cancel_node(self.node),
             scope: ptr::null(),
         }
+    }
+
+    /// A context with two parents, `self` and `other`: see
+    /// [`merge_all`](Context::merge_all).
+    ///
+    /// ```
+    /// use cancel_tree::{Context, Error};
+    /// let (request, _r) = Context::background().with_cancel();
+    /// let (shutdown, stop) = Context::background().with_cancel();
+    /// let (ctx, _cancel) = request.merge(&shutdown);
+    /// stop.cancel_with(cancel_tree::Cause::msg("server stopping"));
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "server stopping");
+    /// assert!(!request.is_cancelled());
+    /// ```
+    pub fn merge(&self, other: &Context) -> (Context, CancelHandle) {
+        Context::merge_all(self, [other])
+    }
+
+    /// A context with several parents, `first` and then `others` (Go
+    /// proposal 36503, .NET's linked token sources): cancelled when its
+    /// handle is, or as soon as **any** parent is, with that parent's error
+    /// and cause (the first ending wins, as everywhere).
+    ///
+    /// * [`deadline`](Context::deadline) is the earliest of the parents'.
+    /// * [`value`](Context::value) searches `first` and its ancestors, then
+    ///   each of `others` and its ancestors, in order (depth first through
+    ///   merged ancestors).
+    /// * The tree's clock ([`now`](Context::now), and the clock of deadlines
+    ///   derived below) is `first`'s.
+    /// * A parent already cancelled: the context is born cancelled with the
+    ///   first such parent's error and cause, in argument order.
+    /// * Memory: one allocation for the node and one for its links to the
+    ///   other parents (a waiter entry each). It holds a reference on every
+    ///   parent, and, when its contexts and handle are gone, leaves every
+    ///   parent at once: a long-lived parent does not grow with merged
+    ///   children that come and go.
+    ///
+    /// Cancelled through `first` it ends like any child: when that
+    /// `cancel()` returns, it reports cancelled. The other parents reach it
+    /// from the notify phase of their cancel walk (like an
+    /// [`after_func`](Context::after_func)), so it reports cancelled when the
+    /// cancel that ended the parent returns; a concurrent cancel of that
+    /// parent that lost the race may return a moment earlier.
+    ///
+    /// ```
+    /// use cancel_tree::{Context, Error, ManualClock};
+    /// use std::time::Duration;
+    /// struct User(&'static str);
+    /// let clock = ManualClock::new();
+    /// let root = Context::background_with_clock(clock.clone());
+    /// let (a, _a) = root.with_value(User("ann")).with_timeout(Duration::from_secs(5));
+    /// let (b, _b) = root.with_timeout(Duration::from_secs(1));
+    /// let (c, _c) = Context::background().with_cancel();
+    /// let (merged, _cancel) = Context::merge_all(&a, [&b, &c]);
+    /// assert_eq!(merged.deadline(), b.deadline());
+    /// assert_eq!(merged.value::<User>().map(|u| u.0), Some("ann"));
+    /// clock.advance(Duration::from_secs(1)); // b's deadline
+    /// assert_eq!(merged.err(), Some(Error::DeadlineExceeded));
+    /// assert!(!a.is_cancelled());
+    /// ```
+    pub fn merge_all<'a>(
+        first: &Context,
+        others: impl IntoIterator<Item = &'a Context>,
+    ) -> (Context, CancelHandle) {
+        let others = others.into_iter().map(|c| (c.node, c.scope));
+        // SAFETY: every context holds a reference on its node, whose scope
+        // is its own, for the whole call.
+        let s = unsafe { crate::tree::merge::new(first.node, first.scope, others) };
+        // SAFETY: a fresh scope carrying a context's and a handle's reference.
+        unsafe { Context::pair(s) }
     }
 
     /// Runs `f` once, after this context is cancelled (Go's `AfterFunc`).

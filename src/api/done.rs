@@ -102,6 +102,7 @@ impl DoneOwned {
 impl Future for Done<'_> {
     type Output = Error;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
         // SAFETY: we never move the waiter out of the pinned future.
         let this = unsafe { self.get_unchecked_mut() };
@@ -120,6 +121,7 @@ impl Future for Done<'_> {
 impl Future for DoneOwned {
     type Output = Error;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Error> {
         // SAFETY: we never move the waiter out of the pinned future.
         let this = unsafe { self.get_unchecked_mut() };

@@ -128,8 +128,7 @@ impl Context {
     /// assert_eq!(root.grpc_timeout(), None);
     /// ```
     pub fn grpc_timeout(&self) -> Option<String> {
-        let deadline = self.deadline()?;
-        Some(format_grpc_timeout(deadline - self.now()))
+        Some(format_grpc_timeout(self.remaining()?))
     }
 
     /// A child whose deadline is an incoming `grpc-timeout` value from now

@@ -38,32 +38,134 @@ use crate::tree::state_word::{self, CANCELLED, HAS_WAITERS, LINKED, TryEnd, WALK
 use crate::tree::waiter_list::{self, Waiter};
 use crate::{Cause, Error};
 
+/// Merged scopes a walk claimed, cancelled after it (`tree::merge`);
+/// nothing without `alloc`.
+#[cfg(feature = "alloc")]
+use crate::tree::merge::Forward;
+#[cfg(not(feature = "alloc"))]
+struct Forward;
+#[cfg(not(feature = "alloc"))]
+impl Forward {
+    const fn new() -> Forward {
+        Forward
+    }
+    fn is_empty(&self) -> bool {
+        true
+    }
+    fn pop(&mut self) -> Option<(*const Scope, Error, Cause)> {
+        None
+    }
+}
+
 /// Cancels the scope `s` with `err` and `cause`. Returns `true` if this call
 /// ended the scope, `false` if it had already ended.
 ///
+/// Merged scopes reached through a parent other than their first (see
+/// `tree::merge`) are queued by the walk and cancelled here, one after the
+/// other, before this returns: a chain of them never nests.
+///
 /// # Safety
 /// The caller holds a reference on `s` for the whole call.
+#[inline]
 pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool {
+    // SAFETY: (caller).
+    if let Some(ended) = unsafe { end_leaf(s, err, cause) } {
+        return ended;
+    }
+    // SAFETY: (caller).
+    unsafe { cancel_locked(s, err, cause) }
+}
+
+/// Fastest path: a scope that never had children or waiters, ended by a
+/// cause that needs no cell, is the whole subtree: one compare-and-swap.
+/// `None`: take the lock.
+///
+/// # Safety
+/// As for [`cancel`].
+#[inline(always)]
+unsafe fn end_leaf(s: *const Scope, err: Error, cause: &Cause) -> Option<bool> {
+    cause.as_error()?;
+    // SAFETY: (caller) our reference keeps `s` alive.
+    let scope = unsafe { &*s };
+    let seen = scope.hdr.word.load();
+    match scope
+        .hdr
+        .word
+        .try_end_leaf(seen, state_word::end_bits(err, cause.as_error()), false, 0)
+    {
+        TryEnd::Ended => {
+            // SAFETY: the caller's reference keeps the node alive.
+            unsafe { crate::tree::deadline::dequeue_if_deadline(s) };
+            Some(true)
+        }
+        TryEnd::AlreadyEnded => {
+            wait_walk(scope);
+            Some(false)
+        }
+        TryEnd::Busy => None,
+    }
+}
+
+/// [`cancel`] past its lock-free attempt: the walk, then the merged scopes
+/// it queued.
+///
+/// # Safety
+/// As for [`cancel`].
+#[inline(never)]
+unsafe fn cancel_locked(s: *const Scope, err: Error, cause: &Cause) -> bool {
+    let mut queue = Queue(Forward::new());
+    // SAFETY: (caller).
+    let ended = unsafe { walk(s, err, cause, &mut queue.0) };
+    if !queue.0.is_empty() {
+        let mut panics = Panics::default();
+        queue.drain(&mut panics);
+        panics.resume();
+    }
+    ended
+}
+
+/// The merged scopes a walk queued; drained by [`cancel`], or by `Drop` if
+/// a callback's panic unwinds out of the walk first (that panic goes on;
+/// later ones are dropped), so every claimed scope is cancelled and released.
+struct Queue(Forward);
+
+impl Queue {
+    /// Cancels every queued merged scope (and what their walks queue in
+    /// turn), keeping callbacks' panics in `panics`.
+    fn drain(&mut self, panics: &mut Panics) {
+        while let Some((m, err, cause)) = self.0.pop() {
+            let forward = &mut self.0;
+            // SAFETY: the claim's reference keeps `m` alive until released
+            // below.
+            panics.call(|| unsafe {
+                if end_leaf(m, err, &cause).is_none() {
+                    walk(m, err, &cause, forward);
+                }
+            });
+            // SAFETY: the claim's reference (its release may run user `Drop`).
+            panics.call(|| unsafe { release::release(m.cast()) });
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            self.drain(&mut Panics::default());
+        }
+    }
+}
+
+/// The locked part of one cancel: end `s` under its lock and walk its
+/// subtree, queueing on `forward` the merged scopes the walk claims
+/// ([`cancel`] drains them).
+///
+/// # Safety
+/// As for [`cancel`].
+unsafe fn walk(s: *const Scope, err: Error, cause: &Cause, forward: &mut Forward) -> bool {
     // SAFETY: the caller's reference keeps `s` alive.
     let scope = unsafe { &*s };
     let bits = state_word::end_bits(err, cause.as_error());
-    // Fastest path: a scope that never had children or waiters, ended by a
-    // cause that needs no cell, is the whole subtree: one compare-and-swap.
-    if cause.as_error().is_some() {
-        let seen = scope.hdr.word.load();
-        match scope.hdr.word.try_end_leaf(seen, bits, false, 0) {
-            TryEnd::Ended => {
-                // SAFETY: the caller's reference keeps the node alive.
-                unsafe { crate::tree::deadline::dequeue_if_deadline(s) };
-                return true;
-            }
-            TryEnd::AlreadyEnded => {
-                wait_walk(scope);
-                return false;
-            }
-            TryEnd::Busy => {}
-        }
-    }
     let guard = scope.hdr.word.lock();
     if guard.seen() & CANCELLED != 0 {
         drop(guard);
@@ -117,6 +219,7 @@ pub(crate) unsafe fn cancel(s: *const Scope, err: Error, cause: &Cause) -> bool 
 
     // Phase 2: notify.
     let mut notifier = Notifier {
+        forward,
         current: s,
         chain,
         deferred,
@@ -350,7 +453,10 @@ fn wait_walk(scope: &Scope) {
 /// Phase 2. Its `Drop` finishes the work, so a panic that escapes a callback
 /// (only possible without `std`, where panics are not caught) still notifies
 /// the rest and releases every reference.
-struct Notifier {
+struct Notifier<'f> {
+    /// Where claimed merged scopes go (see [`cancel`]).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    forward: &'f mut Forward,
     current: *const Scope,
     chain: *const Scope,
     /// References deferred from phase 1 (see `flag_children`).
@@ -358,7 +464,7 @@ struct Notifier {
     panics: Panics,
 }
 
-impl Notifier {
+impl Notifier<'_> {
     fn run(&mut self) {
         while !self.deferred.is_null() {
             let d = self.deferred;
@@ -392,6 +498,20 @@ impl Notifier {
                         }
                     }
                     #[cfg(feature = "alloc")]
+                    waiter_list::KIND_MERGE => {
+                        // Claimed under the lock (or found claimed or dying).
+                        // SAFETY: lock held; a merge link we popped.
+                        let merged = unsafe { crate::tree::merge::claim(link) };
+                        drop(guard);
+                        if let Some(m) = merged {
+                            // `x` ended (CANCELLED is set): its err and cause.
+                            let w = x.hdr.word.load();
+                            let err = state_word::err_of(w).unwrap_or(Error::Canceled);
+                            // SAFETY: claimed: queued with its reference.
+                            unsafe { self.forward.push(m, err, x.read_cause(w)) };
+                        }
+                    }
+                    #[cfg(feature = "alloc")]
                     _ => {
                         drop(guard);
                         // SAFETY: an after_func link we popped (claimed).
@@ -417,7 +537,7 @@ impl Notifier {
     }
 }
 
-impl Drop for Notifier {
+impl Drop for Notifier<'_> {
     fn drop(&mut self) {
         self.run();
     }

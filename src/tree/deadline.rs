@@ -166,16 +166,30 @@ fn default_clock() -> Option<*const dyn Clock> {
 /// # Safety
 /// `scope` is null or alive.
 pub(crate) unsafe fn deadline_of(mut scope: *const Scope) -> Option<Instant> {
+    // A merged scope on the way contributes its other parents' earliest.
+    #[cfg_attr(not(feature = "alloc"), allow(unused_mut))]
+    let mut merged: Option<Instant> = None;
+    let earliest = |a: Option<Instant>, b: Instant| Some(a.map_or(b, |a| a.min(b)));
     while !scope.is_null() {
         // SAFETY: a live scope's ancestors are alive; kinds are immutable.
         unsafe {
-            if state_word::kind((*scope).hdr.word.load()) == state_word::KIND_DEADLINE {
-                return Some((*scope.cast::<DeadlineScope>()).timer.at);
+            match state_word::kind((*scope).hdr.word.load()) {
+                state_word::KIND_DEADLINE => {
+                    return earliest(merged, (*scope.cast::<DeadlineScope>()).timer.at);
+                }
+                #[cfg(feature = "alloc")]
+                state_word::KIND_MERGE => {
+                    let m = scope.cast::<crate::tree::merge::MergeScope>();
+                    if let Some(d) = (*m).others_deadline {
+                        merged = earliest(merged, d);
+                    }
+                }
+                _ => {}
             }
             scope = scope_of((*scope).hdr.parent);
         }
     }
-    None
+    merged
 }
 
 /// Gives back a fresh scope's two references (a context's and a handle's)

@@ -12,6 +12,7 @@
 //! * `after_func`: `after_func` registrations (alloc).
 //! * [`deadline`]: deadline scopes, clock roots, and how a due deadline
 //!   reaches its context.
+//! * `merge` (alloc): merged contexts, a scope with several parents.
 //! * [`release`]: reference counting and the iterative free path.
 //! * `shards` (std, 64-bit): sharded child lists for contended parents.
 //! * `node_cache` (alloc): the per-thread cache of freed scope nodes.
@@ -22,6 +23,8 @@ pub(crate) mod attach;
 pub(crate) mod cancel;
 pub(crate) mod children;
 pub(crate) mod deadline;
+#[cfg(feature = "alloc")]
+pub(crate) mod merge;
 pub(crate) mod node;
 #[cfg(feature = "alloc")]
 pub(crate) mod node_cache;

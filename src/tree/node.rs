@@ -201,7 +201,9 @@ pub(crate) unsafe fn scope_of(node: NodePtr) -> *const Scope {
     // SAFETY: live node (caller); the kind bits are immutable.
     let word = unsafe { (*node).word.load() };
     match state_word::kind(word) {
-        state_word::KIND_CANCEL | state_word::KIND_DEADLINE => node.cast::<Scope>(),
+        state_word::KIND_CANCEL | state_word::KIND_DEADLINE | state_word::KIND_MERGE => {
+            node.cast::<Scope>()
+        }
         // SAFETY: the kind says this is a value node.
         state_word::KIND_VALUE => unsafe { (*node.cast::<ValueHeader>()).scope },
         _ => ptr::null(),
@@ -258,26 +260,47 @@ pub(crate) fn new_without_cancel_node(parent: NodePtr) -> NodePtr {
     Box::into_raw(header).cast_const()
 }
 
-/// Looks `T` up from `node` towards the root, iteratively.
+/// Looks `T` up from `node` towards the root, iteratively. Past a merged
+/// scope the search goes depth first: its first parent's ancestors, then
+/// each other parent's, in order (a stack of the parents still to search is
+/// allocated only when a merged scope is met).
 ///
 /// # Safety
 /// `node` is a sentinel or alive, and stays alive for `'a`.
+#[cfg_attr(not(feature = "alloc"), allow(clippy::never_loop))]
 pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&'a T> {
     let want = TypeId::of::<T>();
-    while is_heap(node) {
-        // SAFETY: every ancestor of a live node is alive (children hold their
-        // parents), and the kind bits and parent pointer are immutable.
-        unsafe {
-            if state_word::kind((*node).word.load()) == state_word::KIND_VALUE {
-                let vh = node.cast::<ValueHeader>();
-                if (*vh).type_id == want {
-                    return Some(&(*vh.cast::<ValueNode<T>>()).value);
+    #[cfg(feature = "alloc")]
+    let mut later: alloc::vec::Vec<NodePtr> = alloc::vec::Vec::new();
+    loop {
+        while is_heap(node) {
+            // SAFETY: every ancestor of a live node is alive (children hold
+            // their parents, merged scopes all of theirs), and the kind bits
+            // and parent pointers are immutable.
+            unsafe {
+                match state_word::kind((*node).word.load()) {
+                    state_word::KIND_VALUE => {
+                        let vh = node.cast::<ValueHeader>();
+                        if (*vh).type_id == want {
+                            return Some(&(*vh.cast::<ValueNode<T>>()).value);
+                        }
+                    }
+                    #[cfg(feature = "alloc")]
+                    state_word::KIND_MERGE => {
+                        later.extend(crate::tree::merge::other_parents(node.cast()).rev());
+                    }
+                    _ => {}
                 }
+                node = (*node).parent;
             }
-            node = (*node).parent;
         }
+        #[cfg(feature = "alloc")]
+        if let Some(next) = later.pop() {
+            node = next;
+            continue;
+        }
+        return None;
     }
-    None
 }
 
 /// The name of a node's kind, for `Debug`.
@@ -297,6 +320,7 @@ pub(crate) unsafe fn kind_name(node: NodePtr) -> &'static str {
         state_word::KIND_DEADLINE => "with_deadline",
         state_word::KIND_VALUE => "with_value",
         state_word::KIND_WITHOUT => "without_cancel",
+        state_word::KIND_MERGE => "merge",
         _ => "background_with_clock",
     }
 }

@@ -37,20 +37,52 @@ pub(crate) unsafe fn release(node: NodePtr) {
     }
     // SAFETY: (caller) our reference keeps the node alive until this call.
     let (released, seen) = unsafe { (*node).word.release_ref() };
-    let next = match released {
-        Released::Kept => return,
+    match released {
+        Released::Kept => {}
         // SAFETY: that was the last reference; `seen` is its word.
-        #[cfg(feature = "alloc")]
-        Released::Last => unsafe { free(node, seen) },
-        #[cfg(not(feature = "alloc"))]
-        Released::Last => Parent::Dead(node),
+        Released::Last => unsafe { free_last(node, seen) },
+        // SAFETY: the release made us the collapse owner.
         #[cfg(cancel_tree_shards)]
-        Released::Collapse => Parent::Collapse(node),
-    };
+        Released::Collapse => unsafe { finish(Parent::Collapse(node)) },
+    }
+}
+
+/// The last release of `node` (word `seen`): frees it and what that frees in
+/// turn. Out of line, so that the common release (others remain) stays a
+/// decrement and a compare.
+///
+/// # Safety
+/// No references remain on `node`.
+#[inline(never)]
+unsafe fn free_last(node: NodePtr, seen: usize) {
+    #[cfg_attr(not(feature = "alloc"), allow(unused_mut))]
+    let mut pending = Pending::new();
+    // SAFETY: (caller).
+    #[cfg(feature = "alloc")]
+    let next = unsafe { free(node, seen, &mut pending) };
     #[cfg(not(feature = "alloc"))]
-    let _ = seen;
-    // SAFETY: `next` is what freeing (or releasing) left to settle.
-    unsafe { finish(next) }
+    let next = {
+        let _ = seen;
+        Parent::Dead(node)
+    };
+    // SAFETY: what freeing left to settle.
+    unsafe { finish_with(next, pending) }
+}
+
+/// Parent references that freed merged scopes still hold (`tree::merge`);
+/// nothing without `alloc`.
+#[cfg(feature = "alloc")]
+use crate::tree::merge::Pending;
+#[cfg(not(feature = "alloc"))]
+pub(crate) struct Pending;
+#[cfg(not(feature = "alloc"))]
+impl Pending {
+    const fn new() -> Pending {
+        Pending
+    }
+    fn next_parent(&mut self) -> Option<NodePtr> {
+        None
+    }
 }
 
 /// What freeing a node did with its reference on its parent.
@@ -86,14 +118,30 @@ impl Parent {
 /// # Safety
 /// `Held`: the caller owns that reference. `Dead`: no references remain.
 /// `Collapse`: the caller owns that collapse.
+pub(crate) unsafe fn finish(next: Parent) {
+    // SAFETY: (caller).
+    unsafe { finish_with(next, Pending::new()) }
+}
+
+/// [`finish`], then every parent reference that freed merged scopes hold.
+///
+/// # Safety
+/// As for [`finish`]; `pending` holds only retired merged scopes.
 #[cfg_attr(not(feature = "alloc"), allow(unused_mut, clippy::never_loop))]
-pub(crate) unsafe fn finish(mut next: Parent) {
+unsafe fn finish_with(mut next: Parent, mut pending: Pending) {
     loop {
         let node = match next {
-            Parent::Gone => return,
+            Parent::Gone => match pending.next_parent() {
+                Some(p) => {
+                    next = Parent::Held(p);
+                    continue;
+                }
+                None => return,
+            },
             Parent::Held(node) => {
                 if !is_heap(node) {
-                    return;
+                    next = Parent::Gone;
+                    continue;
                 }
                 // SAFETY: (caller) a reference keeps the node alive until this
                 // call.
@@ -115,13 +163,13 @@ pub(crate) unsafe fn finish(mut next: Parent) {
             // SAFETY: we hold the last reference (see above); only a walker
             // holding the lock of the list the node is in can still reach
             // it, and `free` takes that lock.
-            next = unsafe { free(node, (*node).word.load()) };
+            next = unsafe { free(node, (*node).word.load(), &mut pending) };
         }
         // Without `alloc` every node is static or local (IMMORTAL), so a
         // last reference is never seen here.
         #[cfg(not(feature = "alloc"))]
         {
-            let _ = node;
+            let _ = (node, &mut pending);
             debug_assert!(false, "a non-heap node reached a zero count");
             return;
         }
@@ -159,7 +207,7 @@ impl Drop for SettleOnUnwind {
 /// # Safety
 /// No references remain on `node`.
 #[cfg(feature = "alloc")]
-unsafe fn free(node: NodePtr, word: usize) -> Parent {
+unsafe fn free(node: NodePtr, word: usize, pending: &mut Pending) -> Parent {
     use crate::tree::node::ValueHeader;
     use crate::tree::state_word;
     match state_word::kind(word) {
@@ -204,6 +252,8 @@ unsafe fn free(node: NodePtr, word: usize) -> Parent {
                 Parent::Held(parent)
             }
         }
+        // SAFETY: the kind says this is a merged scope.
+        state_word::KIND_MERGE => unsafe { crate::tree::merge::retire(node.cast(), word, pending) },
         state_word::KIND_CLOCK_ROOT => {
             // SAFETY: the kind says this is a clock root (no parent).
             unsafe { crate::tree::deadline::free_clock_root(node) };

@@ -70,6 +70,7 @@ pub(crate) const KIND_DEADLINE: usize = 1;
 pub(crate) const KIND_VALUE: usize = 2;
 pub(crate) const KIND_WITHOUT: usize = 3;
 pub(crate) const KIND_CLOCK_ROOT: usize = 4;
+pub(crate) const KIND_MERGE: usize = 5;
 
 pub(crate) const LOCKED: usize = 1 << 3;
 pub(crate) const CANCELLED: usize = 1 << 4;

@@ -1,4 +1,5 @@
-//! The waiter list: `Done` futures and `after_func` registrations, linked
+//! The waiter list: `Done` futures, `after_func` registrations and merged
+//! scopes' entries in their other parents, linked
 //! intrusively into their scope, so waiting never allocates.
 //!
 //! A [`WaitLink`] lives inside the thing that waits (a pinned `Done` future,
@@ -31,6 +32,8 @@ use crate::tree::state_word::{self, Guard, HAS_WAITERS};
 
 pub(crate) const KIND_WAITER: u8 = 0;
 pub(crate) const KIND_AFTER_FUNC: u8 = 1;
+/// A merged scope's entry in one of its other parents (`tree::merge`).
+pub(crate) const KIND_MERGE: u8 = 2;
 
 /// Not in any list.
 pub(crate) const IDLE: u8 = 0;
@@ -163,6 +166,7 @@ impl Waiter {
     ///
     /// # Safety
     /// `scope` is null (never cancelled) or alive for as long as the waiter.
+    #[inline]
     pub(crate) unsafe fn poll(
         self: Pin<&Self>,
         registered: &mut bool,
@@ -174,11 +178,22 @@ impl Waiter {
         }
         // SAFETY: (caller).
         let scope = unsafe { &*scope };
-        // Fast path: one load, no lock. It can only return Ready, never
-        // Pending, so it cannot lose a wake-up.
+        // Fast path, inlined into the future's poll: one load, no lock. It
+        // can only return Ready, never Pending, so it cannot lose a wake-up.
         if let Some(e) = state_word::err_of(scope.hdr.word.load()) {
             return Poll::Ready(e);
         }
+        self.register(registered, scope, cx)
+    }
+
+    /// The locked part of [`poll`](Waiter::poll): register, or find the
+    /// scope cancelled under its lock.
+    fn register(
+        self: Pin<&Self>,
+        registered: &mut bool,
+        scope: &Scope,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Error> {
         // Derived from the whole waiter (not just its link field): the
         // canceller casts it back to reach the waker.
         let link: *const WaitLink = (&*self as *const Waiter).cast();
