@@ -277,6 +277,30 @@ fn main() {
     drop(tu_t);
     drop(tu_t2);
 
+    // --- merged contexts (two parents), against a tokio-util child token
+    // plus a task-free bridge is not possible there: listed alone.
+    let (other, _oh) = Context::background().with_cancel();
+    let (one, c1, l1) = measure(|| ct_parent.merge(&other));
+    drop(one);
+    let mut merged = Vec::with_capacity(N);
+    let (_, c2, l2) = measure(|| {
+        for _ in 0..N {
+            merged.push(ct_parent.merge(&other));
+        }
+    });
+    drop(merged);
+    let base = LIVE.with(Cell::get);
+    for _ in 0..1_000_000 {
+        drop(ct_parent.merge(&other));
+    }
+    cancel_tree::trim_thread_cache();
+    let grown = LIVE.with(Cell::get) - base;
+    row(
+        "one merged context (two parents); per one of 10,000; growth over 1,000,000 create/drop",
+        format!("{l1} B in {c1} alloc(s); {}; {grown} B", per(c2, l2, N)),
+        "- (no merge)".into(),
+    );
+
     println!("\n## Allocation calls per operation\n");
     println!("| operation | cancel-tree | tokio-util |");
     println!("|---|---|---|");

@@ -15,7 +15,7 @@
 //! chain of merged scopes is cancelled without nesting, and before that
 //! `cancel` returns. The first ending wins, as everywhere.
 //!
-//! All links live in one allocation beside the node. When the merged scope
+//! All links live in one allocation beside the node (two in all). When the merged scope
 //! is freed it takes each other parent's lock and unlinks its entry if it is
 //! still there (a popped entry's canceller either holds a reference, so the
 //! scope is not being freed, or found it dying and will not touch it), so a
@@ -85,7 +85,9 @@ pub(crate) unsafe fn new(
     others: impl IntoIterator<Item = (NodePtr, *const Scope)>,
 ) -> *const Scope {
     let mut others_deadline: Option<Instant> = None;
-    let mut links = Vec::new();
+    let others = others.into_iter();
+    // Exact for slices and arrays, so the boxed slice below is not a copy.
+    let mut links = Vec::with_capacity(others.size_hint().0);
     for (n, s) in others {
         // SAFETY: (caller) `s` is alive while `n` is.
         if let Some(d) = unsafe { crate::tree::deadline::deadline_of(s) } {

@@ -19,6 +19,14 @@
 //! * `with_deadline(at)` under a parent whose deadline is not later than `at`
 //!   is a plain cancel scope; otherwise it is born `DeadlineExceeded` if
 //!   `at <= now`, else it is queued on its clock and ends at `at`;
+//! * a merged context (`merge`) is a child of its first parent and also
+//!   ends when its other parent does, with that parent's err and cause;
+//!   its deadline is the earlier of the two, its values the first parent's
+//!   chain's, then the other's. The library reaches it through the other
+//!   parent in the notify phase of that parent's walk, where `after_func`
+//!   closures also run: so a run never has merged contexts and closures that
+//!   own a cancel handle at once (their order within a walk would decide
+//!   which ending a merged context gets).
 //! * `Done` futures wake their latest waker once; `after_func` closures run
 //!   once; dropped futures are never woken; `stop` wins only if it prevented
 //!   the closure.
@@ -178,6 +186,9 @@ pub enum Derive {
     ValueA(u8),
     ValueB(u8),
     WithoutCancel,
+    /// `ctx.merge(other)`: the other parent is context slot `other` (low 7
+    /// bits, modulo the number of slots).
+    Merge(u8),
 }
 
 /// One step. Indices are taken modulo the length of the list they index
@@ -215,7 +226,7 @@ const AT_W: [u16; 5] = [40, 24, 150, 36, 6];
 const DUR_W: [u16; 7] = [8, 120, 104, 16, 3, 3, 2];
 const CAUSE_W: [u16; 4] = [64, 64, 64, 64];
 const EXTRA_W: [u16; 4] = [128, 32, 64, 32];
-const DERIVE_W: [u16; 8] = [56, 36, 48, 24, 24, 22, 18, 28];
+const DERIVE_W: [u16; 9] = [52, 34, 44, 22, 22, 20, 18, 24, 20];
 const OP_W: [u16; 17] = [
     76, // Derive
     3,  // NewRoot
@@ -312,7 +323,8 @@ impl<'a> Arbitrary<'a> for Derive {
             4 => Derive::TimeoutCause(u.arbitrary()?, u.arbitrary()?),
             5 => Derive::ValueA(u.arbitrary()?),
             6 => Derive::ValueB(u.arbitrary()?),
-            _ => Derive::WithoutCancel,
+            7 => Derive::WithoutCancel,
+            _ => Derive::Merge(u.arbitrary()?),
         })
     }
 }
@@ -467,6 +479,7 @@ impl Encode for Derive {
             Derive::ValueA(t) => (5, &[t]),
             Derive::ValueB(t) => (6, &[t]),
             Derive::WithoutCancel => (7, &[]),
+            Derive::Merge(o) => (8, &[o]),
         };
         out.push(selector(&DERIVE_W, i));
         for f in fields {
@@ -743,11 +756,23 @@ impl MCause {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Root { tracked: bool },
+    Root {
+        tracked: bool,
+    },
     Cancel,
-    Deadline { at: u64, cause: MCause },
-    Value { b: bool, tag: u8 },
+    Deadline {
+        at: u64,
+        cause: MCause,
+    },
+    Value {
+        b: bool,
+        tag: u8,
+    },
     Without,
+    /// A merged context; its first parent is `parent`.
+    Merge {
+        other: usize,
+    },
 }
 
 /// What a context on a node reports (see `Model::view`).
@@ -771,6 +796,13 @@ struct MNode {
     queued: bool,
     /// Unreachable, so freed by the library; never reachable again.
     freed: bool,
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[derive(Default)]
@@ -799,13 +831,16 @@ impl Model {
     }
 
     fn is_scope(&self, n: usize) -> bool {
-        matches!(self.nodes[n].kind, Kind::Cancel | Kind::Deadline { .. })
+        matches!(
+            self.nodes[n].kind,
+            Kind::Cancel | Kind::Deadline { .. } | Kind::Merge { .. }
+        )
     }
 
     /// The nearest scope that can cancel `n` (itself, or through value nodes).
     fn scope_of(&self, n: usize) -> Option<usize> {
         match self.nodes[n].kind {
-            Kind::Cancel | Kind::Deadline { .. } => Some(n),
+            Kind::Cancel | Kind::Deadline { .. } | Kind::Merge { .. } => Some(n),
             Kind::Value { .. } => self.scope_of(self.nodes[n].parent.unwrap()),
             Kind::Root { .. } | Kind::Without => None,
         }
@@ -819,17 +854,27 @@ impl Model {
         match self.nodes[n].kind {
             Kind::Deadline { at, .. } => Some(at),
             Kind::Cancel | Kind::Value { .. } => self.deadline(self.nodes[n].parent.unwrap()),
+            Kind::Merge { other } => earliest(
+                self.deadline(self.nodes[n].parent.unwrap()),
+                self.deadline(other),
+            ),
             Kind::Root { .. } | Kind::Without => None,
         }
     }
 
+    /// Depth first: a merged node's first parent's chain, then its other's.
     fn value(&self, n: usize, want_b: bool) -> Option<u8> {
         let mut cur = Some(n);
         while let Some(c) = cur {
-            if let Kind::Value { b, tag } = self.nodes[c].kind {
-                if b == want_b {
-                    return Some(tag);
+            match self.nodes[c].kind {
+                Kind::Value { b, tag } if b == want_b => return Some(tag),
+                Kind::Merge { other } => {
+                    let first = self.nodes[c].parent.unwrap();
+                    return self
+                        .value(first, want_b)
+                        .or_else(|| self.value(other, want_b));
                 }
+                _ => {}
             }
             cur = self.nodes[c].parent;
         }
@@ -850,7 +895,9 @@ impl Model {
     fn cancel_below(&mut self, n: usize, err: Error, cause: MCause) {
         for c in self.nodes[n].children.clone() {
             match self.nodes[c].kind {
-                Kind::Cancel | Kind::Deadline { .. } => self.cancel(c, err, cause),
+                Kind::Cancel | Kind::Deadline { .. } | Kind::Merge { .. } => {
+                    self.cancel(c, err, cause)
+                }
                 Kind::Value { .. } => self.cancel_below(c, err, cause),
                 Kind::Root { .. } | Kind::Without => {}
             }
@@ -860,6 +907,15 @@ impl Model {
     fn derive_cancel(&mut self, p: usize) -> usize {
         let n = self.add(Some(p), Kind::Cancel, self.nodes[p].clock);
         self.nodes[n].end = self.status(p);
+        n
+    }
+
+    /// `p.merge(q)`: a child of `p` that `q` also ends (listed among `q`'s
+    /// children for that); born with `p`'s ending, else `q`'s.
+    fn derive_merge(&mut self, p: usize, q: usize) -> usize {
+        let n = self.add(Some(p), Kind::Merge { other: q }, self.nodes[p].clock);
+        self.nodes[q].children.push(n);
+        self.nodes[n].end = self.status(p).or(self.status(q));
         n
     }
 
@@ -929,6 +985,15 @@ impl Model {
                     deadline: Some(at),
                     ..up
                 },
+                Kind::Merge { other } => {
+                    let o = v[other];
+                    View {
+                        status: n.end,
+                        deadline: earliest(up.deadline, o.deadline),
+                        a: up.a.or(o.a),
+                        b: up.b.or(o.b),
+                    }
+                }
             };
             if let Kind::Value { b, tag } = n.kind {
                 if b {
@@ -1366,12 +1431,21 @@ impl Machine {
     /// owns what `extra` says.
     fn after_func(&mut self, i: usize, extra: AfExtra) {
         let node = self.ctxs[i].0;
-        let (keep, chain) = match extra {
+        let (keep, mut chain) = match extra {
             AfExtra::None => (false, None),
             AfExtra::KeepCtx => (true, None),
             AfExtra::Chain(h) => (false, pick(h, self.handles.len())),
             AfExtra::Both(h) => (true, pick(h, self.handles.len())),
         };
+        // No closure that cancels beside a live merged context (module docs).
+        let merges_live = self
+            .model
+            .nodes
+            .iter()
+            .any(|n| !n.freed && matches!(n.kind, Kind::Merge { .. }));
+        if merges_live {
+            chain = None;
+        }
         let kept = keep.then(|| self.ctxs[i].1.clone());
         let (chain, owned) = match chain {
             Some(h) => {
@@ -1407,6 +1481,13 @@ impl Machine {
             // Ran at once, or dropped at once (never cancellable).
             self.closure_dropped(self.afs.len() - 1);
         }
+    }
+
+    /// A pending after_func closure owns a cancel handle.
+    fn chains_pending(&self) -> bool {
+        self.afs
+            .iter()
+            .any(|a| a.chain.is_some() && matches!(a.state, AfState::Pending { .. }))
     }
 
     /// Model: after_func `i`'s closure ran or was dropped; dropping the cancel
@@ -1532,6 +1613,18 @@ impl Machine {
                 let c = self.ctxs[i].1.without_cancel();
                 let clock = self.model.nodes[p].clock;
                 (self.model.add(Some(p), Kind::Without, clock), c, None)
+            }
+            Derive::Merge(o) => {
+                // Not beside closures that own cancel handles (module docs).
+                if self.chains_pending() {
+                    return;
+                }
+                let Some(j) = pick(o & 0x7f, self.ctxs.len()) else {
+                    return;
+                };
+                let q = self.ctxs[j].0;
+                let (c, h) = self.ctxs[i].1.merge(&self.ctxs[j].1);
+                (self.model.derive_merge(p, q), c, Some(h))
             }
         };
         self.stats.derived += 1;
@@ -1671,14 +1764,15 @@ impl Machine {
                 held.extend(a.keeps);
             }
         }
-        for n in held {
-            let mut cur = Some(n);
-            while let Some(c) = cur {
-                if alive[c] {
-                    break;
-                }
-                alive[c] = true;
-                cur = self.model.nodes[c].parent;
+        // A node holds its parent, and a merged node its other parent too.
+        while let Some(c) = held.pop() {
+            if alive[c] {
+                continue;
+            }
+            alive[c] = true;
+            held.extend(self.model.nodes[c].parent);
+            if let Kind::Merge { other } = self.model.nodes[c].kind {
+                held.push(other);
             }
         }
         alive
