@@ -100,6 +100,8 @@ pub use api::done::Done;
 pub use api::done::DoneOwned;
 #[cfg(feature = "alloc")]
 pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
+#[cfg(feature = "std")]
+pub use api::ext::{CancelOnPanic, Panicked};
 #[cfg(not(cancel_tree_loom))]
 pub use api::local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]

@@ -282,3 +282,93 @@ impl fmt::Debug for CancelGuard {
             .finish()
     }
 }
+
+/// The cause a [`CancelOnPanic`] guard cancels with: the scope it guarded
+/// unwound from a panic.
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panicked;
+
+#[cfg(feature = "std")]
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the scope that owned this context panicked")
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Panicked {}
+
+/// Cancels a context (cause [`Panicked`]) if the scope that holds the guard
+/// unwinds from a panic, and leaves it alive when the scope ends normally
+/// (its handle is then detached: the context ends with its parent or its
+/// deadline). Made by [`CancelHandle::cancel_on_panic`] (std).
+///
+/// Only a panic that unwinds through the guard's owner counts: the guard
+/// asks [`std::thread::panicking`] when it is dropped. With `panic = "abort"`
+/// nothing unwinds and the guard never cancels.
+///
+/// ```
+/// use cancel_tree::{Context, Panicked};
+/// let (ctx, handle) = Context::background().with_cancel();
+/// let watched = ctx.clone();
+/// let worker = std::thread::spawn(move || {
+///     let _guard = handle.cancel_on_panic();
+///     panic!("worker failed");
+/// });
+/// assert!(worker.join().is_err());
+/// assert!(watched.cause().unwrap().downcast_ref::<Panicked>().is_some());
+///
+/// let (ctx, handle) = Context::background().with_cancel();
+/// {
+///     let _guard = handle.cancel_on_panic();
+/// } // normal exit
+/// assert!(!ctx.is_cancelled());
+/// ```
+#[cfg(feature = "std")]
+#[must_use = "dropping the guard at once detaches the handle"]
+pub struct CancelOnPanic {
+    handle: Option<CancelHandle>,
+}
+
+#[cfg(feature = "std")]
+impl CancelHandle {
+    /// A guard that cancels with [`Panicked`] if dropped while its thread
+    /// panics, and otherwise detaches this handle (see [`CancelOnPanic`]).
+    pub fn cancel_on_panic(self) -> CancelOnPanic {
+        CancelOnPanic { handle: Some(self) }
+    }
+}
+
+#[cfg(feature = "std")]
+impl CancelOnPanic {
+    /// Takes the handle back; the guard no longer acts.
+    pub fn into_handle(mut self) -> CancelHandle {
+        match self.handle.take() {
+            Some(h) => h,
+            None => unreachable!("the handle is only taken here or in drop"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl Drop for CancelOnPanic {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            if std::thread::panicking() {
+                h.cancel_with(Panicked);
+            } else {
+                h.detach();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl fmt::Debug for CancelOnPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelOnPanic")
+            .field("handle", &self.handle)
+            .finish()
+    }
+}

@@ -14,11 +14,12 @@
 use alloc::boxed::Box;
 use core::ptr::NonNull;
 
+use crate::Error;
 use crate::raw::panic::Panics;
 use crate::raw::sync::{AtomicUsize, Ordering, UnsafeCell, acquire_after_last_release};
 use crate::tree::node::Scope;
 use crate::tree::release;
-use crate::tree::state_word::CANCELLED;
+use crate::tree::state_word::err_of;
 use crate::tree::waiter_list::{KIND_AFTER_FUNC, LINKED, STOPPED, WaitLink};
 
 #[repr(C)]
@@ -125,6 +126,7 @@ unsafe impl Send for Registration {}
 unsafe impl Sync for Registration {}
 
 /// Registers `f` on `scope` (null: a context that can never be cancelled).
+/// On a scope that already ended, `f` runs at once, on this thread.
 ///
 /// # Safety
 /// `scope` is null or alive for the whole call (the caller holds a
@@ -133,16 +135,37 @@ pub(crate) unsafe fn register<F>(scope_ptr: *const Scope, f: F) -> Registered
 where
     F: FnOnce() + Send + 'static,
 {
+    // SAFETY: (caller).
+    match unsafe { try_register(scope_ptr, f) } {
+        Ok(r) => r,
+        Err((f, _)) => {
+            f();
+            Registered::Ran
+        }
+    }
+}
+
+/// [`register`], except that on a scope that already ended `f` is handed
+/// back unrun, with the scope's error.
+///
+/// # Safety
+/// As for [`register`].
+pub(crate) unsafe fn try_register<F>(
+    scope_ptr: *const Scope,
+    f: F,
+) -> Result<Registered, (F, Error)>
+where
+    F: FnOnce() + Send + 'static,
+{
     if scope_ptr.is_null() {
         // Never cancelled: `f` can never run, so keep nothing alive.
         drop(f);
-        return Registered::Inert;
+        return Ok(Registered::Inert);
     }
     // SAFETY: (caller).
     let scope = unsafe { &*scope_ptr };
-    if scope.hdr.word.load() & CANCELLED != 0 {
-        f();
-        return Registered::Ran;
+    if let Some(e) = err_of(scope.hdr.word.load()) {
+        return Err((f, e));
     }
     let node = Box::new(Node {
         head: Header {
@@ -160,33 +183,30 @@ where
     scope.hdr.word.acquire_ref();
     scope.hdr.word.acquire_ref();
     let mut guard = scope.hdr.word.lock();
-    if guard.seen() & CANCELLED != 0 {
+    if let Some(e) = err_of(guard.seen()) {
         drop(guard);
-        // Never linked, so we own both counts, both scope references and the
-        // closure; give them all back even if the closure panics.
-        struct Undo(*const Header, *const Scope);
-        impl Drop for Undo {
-            fn drop(&mut self) {
-                // SAFETY: the counts and references taken above, once.
-                unsafe {
-                    end_registration(self.0);
-                    release_node(self.0);
-                    release::release(self.1.cast());
-                }
-            }
+        // Never linked: we own the closure, both counts and both scope
+        // references. Take the closure back, then give the rest back.
+        // SAFETY: `h` heads a `Node<F>`; nobody else has seen it.
+        let f = unsafe { (*h.cast::<Node<F>>()).f.with_mut(|f| (*f).take()) };
+        // SAFETY: the counts and references taken above, once each.
+        unsafe {
+            end_registration(h);
+            release_node(h);
+            release::release(scope_ptr.cast());
         }
-        let _undo = Undo(h, scope_ptr);
-        // SAFETY: we own the closure (never linked).
-        unsafe { call_f::<F>(h) };
-        return Registered::Ran;
+        return match f {
+            Some(f) => Err((f, e)),
+            None => unreachable!("a fresh registration holds its closure"),
+        };
     }
     // SAFETY: lock held; the link is fresh and lives until unlinked.
     unsafe { scope.push_waiter(&mut guard, h.cast()) };
     drop(guard);
     // SAFETY: from Box::into_raw.
-    Registered::Live(Registration(unsafe {
+    Ok(Registered::Live(Registration(unsafe {
         NonNull::new_unchecked(h.cast_mut())
-    }))
+    })))
 }
 
 impl Registration {
