@@ -133,3 +133,74 @@ fn run_checks_the_context_before_polling_the_future() {
         "never polled once cancelled"
     );
 }
+
+/// `(file, line)` of a location.
+fn at(l: Option<&'static std::panic::Location<'static>>) -> Option<(&'static str, u32)> {
+    l.map(|l| (l.file(), l.line()))
+}
+
+#[test]
+fn cancel_records_its_caller_for_the_whole_subtree() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (leaf, _l) = ctx.with_cancel(); // ended lock-free by the walk
+    let (inner, _i) = ctx.with_cancel();
+    let (below, _b) = inner.with_value(1u8).with_cancel(); // under a lock-free inner
+    let (waited, _w) = ctx.with_cancel();
+    let _done = std::pin::pin!(waited.done()); // (never polled: still a leaf)
+    let line = line!() + 1;
+    cancel.cancel();
+    let want = Some((file!(), line));
+    for c in [&ctx, &leaf, &inner, &below, &waited] {
+        assert_eq!(at(c.cancel_location()), want, "{c:?}");
+        assert_eq!(at(c.cause().unwrap().location()), want);
+    }
+    // Born cancelled under it: the same.
+    let (late, _late) = ctx.with_cancel();
+    assert_eq!(at(late.cancel_location()), want);
+}
+
+#[test]
+fn a_custom_cause_keeps_the_first_location_it_was_cancelled_with() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (child, _c) = ctx.with_cancel();
+    let cause = cancel_tree::Cause::msg("stop");
+    let line = line!() + 1;
+    cancel.cancel_with(cause.clone());
+    assert_eq!(at(child.cancel_location()), Some((file!(), line)));
+    // Used again elsewhere: the first place stays.
+    let (other, other_cancel) = Context::background().with_cancel();
+    other_cancel.cancel_with(cause);
+    assert_eq!(at(other.cancel_location()), Some((file!(), line)));
+}
+
+#[test]
+fn endings_no_call_chose_have_no_location() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    drop(cancel);
+    assert!(ctx.is_cancelled());
+    assert_eq!(ctx.cancel_location(), None, "a dropped handle");
+    let (t, _t) = Context::background().with_timeout(std::time::Duration::ZERO);
+    assert_eq!(t.cancel_location(), None, "a deadline");
+    let (live, _h) = Context::background().with_cancel();
+    assert_eq!(live.cancel_location(), None, "live");
+}
+
+#[test]
+fn a_merged_context_reports_its_other_parents_cancel_location() {
+    let (a, _ca) = Context::background().with_cancel();
+    let (b, cb) = Context::background().with_cancel();
+    let (m, _cm) = a.merge(&b);
+    let line = line!() + 1;
+    cb.cancel();
+    assert_eq!(at(m.cancel_location()), Some((file!(), line)));
+}
+
+#[test]
+fn local_scopes_record_too() {
+    static ROOT: cancel_tree::StaticScope = cancel_tree::StaticScope::new();
+    let child = std::pin::pin!(cancel_tree::LocalScope::new(ROOT.scope()));
+    let child = child.into_ref().get();
+    let line = line!() + 1;
+    ROOT.scope().cancel();
+    assert_eq!(at(child.cause().unwrap().location()), Some((file!(), line)));
+}

@@ -45,16 +45,25 @@ impl CancelHandle {
     /// ended the context, its waiters have also been woken and its
     /// `after_func` closures run; if another cancel won, that one does it.
     /// Cancelling an ended context changes nothing.
+    ///
+    /// Records where it was called: see [`Cause::location`].
+    #[track_caller]
     pub fn cancel(&self) {
-        self.cancel_with(Error::Canceled);
+        self.cancel_untracked(&Cause::from(Error::Canceled).at(core::panic::Location::caller()));
     }
 
     /// Cancels with `err()` = [`Error::Canceled`] and `cause()` = `cause`
-    /// (Go's `WithCancelCause`).
+    /// (Go's `WithCancelCause`). Records where it was called: see
+    /// [`Cause::location`].
+    #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
-        let cause = cause.into();
+        self.cancel_untracked(&cause.into().at(core::panic::Location::caller()));
+    }
+
+    /// Cancels with `cause` as given (a drop, a guard: no caller to record).
+    pub(crate) fn cancel_untracked(&self, cause: &Cause) {
         // SAFETY: the handle holds a reference on the scope.
-        unsafe { cancel(self.scope, Error::Canceled, &cause) };
+        unsafe { cancel(self.scope, Error::Canceled, cause) };
     }
 
     /// A second handle on the same scope (crate-internal: users get exactly
@@ -122,7 +131,7 @@ impl Drop for CancelHandle {
         if unsafe { (*self.scope).hdr.word.sole_reference() } {
             return;
         }
-        self.cancel();
+        self.cancel_untracked(&Cause::from(Error::Canceled));
     }
 }
 

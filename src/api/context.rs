@@ -487,6 +487,21 @@ impl Context {
         Some(unsafe { (*self.scope).read_cause(w) })
     }
 
+    /// Where the cancel that ended this context was called (see
+    /// [`Cause::location`]): `None` while live, and for endings no call
+    /// chose (a dropped handle, a deadline).
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert!(ctx.cancel_location().is_none());
+    /// cancel.cancel();
+    /// assert_eq!(ctx.cancel_location().unwrap().file(), file!());
+    /// ```
+    pub fn cancel_location(&self) -> Option<&'static core::panic::Location<'static>> {
+        self.cause()?.location()
+    }
+
     /// A future that resolves to [`err`](Context::err) once the context is
     /// cancelled. Never allocates; see [`Done`].
     pub fn done(&self) -> Done<'_> {

@@ -252,7 +252,9 @@ impl CancelGuard {
         }
     }
 
-    /// Cancels now with `cause`.
+    /// Cancels now with `cause` (recording where: see
+    /// [`Cause::location`]).
+    #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
         if let Some(h) = &self.handle {
             h.cancel_with(cause);
@@ -356,7 +358,7 @@ impl Drop for CancelOnPanic {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
             if std::thread::panicking() {
-                h.cancel_with(Panicked);
+                h.cancel_untracked(&Cause::new(Panicked));
             } else {
                 h.detach();
             }

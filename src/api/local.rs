@@ -96,13 +96,17 @@ impl<'a> ScopeRef<'a> {
 
     /// Cancels the scope and everything below it with
     /// [`Error::Canceled`]. Safe from an interrupt handler.
+    /// Records where it was called: see [`Cause::location`].
+    #[track_caller]
     pub fn cancel(&self) {
         self.cancel_with(Error::Canceled);
     }
 
-    /// Cancels with `err()` = `Canceled` and `cause()` = `cause`.
+    /// Cancels with `err()` = `Canceled` and `cause()` = `cause`. Records
+    /// where it was called: see [`Cause::location`].
+    #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
-        let cause = cause.into();
+        let cause = cause.into().at(core::panic::Location::caller());
         // SAFETY: the borrow keeps the node alive for the whole call.
         unsafe { cancel(self.ptr, Error::Canceled, &cause) };
     }

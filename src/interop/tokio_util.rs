@@ -52,7 +52,7 @@ impl Bridge {
         if ready {
             let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(h) = handle {
-                h.cancel_with(TokenCancelled);
+                h.cancel_untracked(&crate::Cause::new(TokenCancelled));
             }
         }
     }

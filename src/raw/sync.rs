@@ -12,19 +12,13 @@
 #![cfg_attr(not(feature = "alloc"), allow(dead_code, unused_imports))]
 
 #[cfg(cancel_tree_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
 
 #[cfg(all(not(cancel_tree_loom), feature = "portable-atomic"))]
-pub(crate) use portable_atomic::{AtomicU8, AtomicUsize, Ordering, fence};
+pub(crate) use portable_atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
 
 #[cfg(all(not(cancel_tree_loom), not(feature = "portable-atomic")))]
-pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
-
-// Only the sharded child lists (std, 64-bit) use a pointer atomic.
-#[cfg(all(cancel_tree_shards, not(cancel_tree_loom)))]
-pub(crate) use core::sync::atomic::AtomicPtr;
-#[cfg(all(cancel_tree_shards, cancel_tree_loom))]
-pub(crate) use loom::sync::atomic::AtomicPtr;
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
 
 #[cfg(cancel_tree_loom)]
 pub(crate) use loom::cell::UnsafeCell;

@@ -94,6 +94,7 @@ unsafe fn end_leaf(s: *const Scope, err: Error, cause: &Cause) -> Option<bool> {
         .try_end_leaf(seen, state_word::end_bits(err, cause.as_error()), false, 0)
     {
         TryEnd::Ended => {
+            scope.record_location(cause);
             // SAFETY: the caller's reference keeps the node alive.
             unsafe { crate::tree::deadline::dequeue_if_deadline(s) };
             Some(true)
@@ -323,7 +324,11 @@ unsafe fn flag_list(
             let seen = word.load();
             let mut ended = state_word::kind(seen) == state_word::KIND_CANCEL
                 && word.try_end_leaf(seen, bits, false, LINKED) == TryEnd::Ended;
-            if !ended && word.try_end_inner(bits, LINKED) == TryEnd::Ended {
+            if ended {
+                // Under the list's lock, which the child's free path takes.
+                child.record_location(cause);
+            } else if word.try_end_inner(bits, LINKED) == TryEnd::Ended {
+                child.record_location(cause);
                 // Flagged with WALKING and a reference for the walk: its own
                 // lists are drained later. `d` is off every list, so its
                 // sibling links are ours now.

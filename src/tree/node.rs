@@ -22,7 +22,7 @@ use crate::Cause;
 #[cfg(feature = "alloc")]
 use crate::raw::arc::Arc;
 use crate::raw::list::{Head, Linked, Links};
-use crate::raw::sync::UnsafeCell;
+use crate::raw::sync::{AtomicPtr, Ordering};
 use crate::tree::state_word::{self, CANCELLED, CAUSE_CUSTOM, END_BITS, Word};
 use crate::tree::waiter_list::WaitLink;
 #[cfg(feature = "alloc")]
@@ -65,10 +65,14 @@ pub(crate) struct Scope {
     /// `Done` futures and `after_func` registrations; guarded by this node's
     /// lock.
     pub(crate) waiters: Head<WaitLink>,
-    /// `Arc::into_raw` of the custom cause when `CAUSE_CUSTOM` is set.
-    /// Written once, under the lock, before `CANCELLED` is published; read
-    /// only after seeing `CANCELLED` with `Acquire` (state word, invariant 2).
-    pub(crate) cause: UnsafeCell<*const ()>,
+    /// With `CAUSE_CUSTOM`: `Arc::into_raw` of the custom cause, written
+    /// once, under the lock, before `CANCELLED` is published (state word,
+    /// invariant 2). Without it: where the cancel that ended the scope was
+    /// called (a `&'static Location`), or null; written under the lock
+    /// before the ending is published, or right after a lock-free ending by
+    /// the thread whose ending won (`Release`, read with `Acquire`). Read
+    /// only after seeing `CANCELLED`.
+    pub(crate) cause: AtomicPtr<()>,
     /// The shard array, installed the first time two threads derive from
     /// this scope at once (see [`shards`](crate::tree::shards)); null until
     /// then.
@@ -114,7 +118,7 @@ impl Scope {
                 siblings: Links::new(),
                 children: Head::new(),
                 waiters: Head::new(),
-                cause: UnsafeCell::new(ptr::null()),
+                cause: AtomicPtr::new(ptr::null_mut()),
                 #[cfg(cancel_tree_shards)]
                 shards: crate::raw::sync::AtomicPtr::new(ptr::null_mut()),
             }
@@ -122,17 +126,29 @@ impl Scope {
     }
 
     /// Writes the cause cell for an ending with `cause`. The caller holds
-    /// the lock and the node is not cancelled yet (or is not shared yet).
+    /// the lock and the node is not cancelled yet (or is not shared yet), so
+    /// the `Release` RMW that publishes the ending publishes this too.
     pub(crate) fn write_cause(&self, cause: &Cause) {
-        #[cfg(feature = "alloc")]
-        if let Repr::Custom(arc) = &cause.0 {
-            let raw = Arc::into_raw(arc.clone());
-            // SAFETY: the caller holds the lock and the node is not yet
-            // cancelled, so nobody reads the cell concurrently.
-            self.cause.with_mut(|c| unsafe { *c = raw });
+        let raw: *const () = match &cause.0 {
+            #[cfg(feature = "alloc")]
+            Repr::Custom(arc) => Arc::into_raw(arc.clone()),
+            Repr::Kind(_, Some(at)) => (*at as *const core::panic::Location<'static>).cast(),
+            Repr::Kind(_, None) => return,
+        };
+        self.cause.store(raw.cast_mut(), Ordering::Relaxed);
+    }
+
+    /// After a lock-free ending with `cause` that this thread won: records
+    /// where the cancel was called (kind causes only: a custom cause never
+    /// ends a node without its lock). Nobody else writes the cell once the
+    /// node has ended.
+    #[inline]
+    pub(crate) fn record_location(&self, cause: &Cause) {
+        if let Repr::Kind(_, Some(at)) = &cause.0 {
+            let raw = (*at as *const core::panic::Location<'static>).cast_mut();
+            // Release: pairs with the Acquire in `read_cause`.
+            self.cause.store(raw.cast(), Ordering::Release);
         }
-        #[cfg(not(feature = "alloc"))]
-        let _ = cause;
     }
 
     /// The cause of a node whose word `word` has `CANCELLED` (loaded with
@@ -140,13 +156,15 @@ impl Scope {
     pub(crate) fn read_cause(&self, word: usize) -> Cause {
         debug_assert!(word & CANCELLED != 0);
         // Without `alloc` no custom cause can exist, so the bit is never set.
+        // Acquire: pairs with `record_location`'s Release (the other writers
+        // are published by the ending's Release RMW, seen by `word`).
+        let raw = self.cause.load(Ordering::Acquire);
         #[cfg(feature = "alloc")]
         if word & CAUSE_CUSTOM != 0 {
             // SAFETY: the cell was written before CANCELLED was published
-            // and is never written again while the node lives.
-            let raw = self.cause.with(|c| unsafe { *c });
-            // SAFETY: `raw` came from `Arc::into_raw` and the node still owns
-            // that reference, so taking another one is sound.
+            // and is never written again while the node lives; `raw` came
+            // from `Arc::into_raw` and the node still owns that reference,
+            // so taking another one is sound.
             return Cause(Repr::Custom(unsafe { Arc::<CustomCause>::clone_raw(raw) }));
         }
         let kind = if word & state_word::CAUSE_DEADLINE != 0 {
@@ -154,7 +172,11 @@ impl Scope {
         } else {
             crate::Error::Canceled
         };
-        Cause(Repr::Kind(kind))
+        // SAFETY: without CAUSE_CUSTOM the cell is null or a `&'static
+        // Location` (`write_cause`, `record_location`).
+        let at =
+            (!raw.is_null()).then(|| unsafe { &*raw.cast::<core::panic::Location<'static>>() });
+        Cause(Repr::Kind(kind, at))
     }
 
     /// Copies the ending of `from` (cancelled, word `from_word`) into `self`,
@@ -178,10 +200,8 @@ impl Scope {
         let _ = word;
         #[cfg(feature = "alloc")]
         if word & CAUSE_CUSTOM != 0 {
-            let raw = self.cause.with(|c| {
-                // SAFETY: no other reference to the node remains.
-                unsafe { *c }
-            });
+            // No other reference to the node remains (caller).
+            let raw = self.cause.load(Ordering::Acquire);
             // SAFETY: `raw` came from `Arc::into_raw` in `write_cause` and
             // this node owns that count.
             unsafe { drop(Arc::<CustomCause>::from_raw(raw)) };

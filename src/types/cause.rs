@@ -38,9 +38,13 @@ use alloc::boxed::Box;
 #[derive(Clone)]
 pub struct Cause(pub(crate) Repr);
 
+/// Where a `cancel` was called (`#[track_caller]`).
+pub(crate) type Location = &'static core::panic::Location<'static>;
+
 #[derive(Clone)]
 pub(crate) enum Repr {
-    Kind(Error),
+    /// One of the two kinds, and where the cancel that chose it was called.
+    Kind(Error, Option<Location>),
     #[cfg(feature = "alloc")]
     Custom(Arc<CustomCause>),
 }
@@ -50,6 +54,9 @@ pub(crate) enum Repr {
 #[cfg(feature = "alloc")]
 pub(crate) struct CustomCause {
     pub(crate) error: Box<dyn core::error::Error + Send + Sync + 'static>,
+    /// Where the first cancel given this cause was called (null: none yet,
+    /// or not a tracked call). Set once.
+    location: crate::raw::sync::AtomicPtr<core::panic::Location<'static>>,
 }
 
 /// A plain message used as a cause ([`Cause::msg`]).
@@ -87,11 +94,63 @@ impl Cause {
     {
         let any: &dyn core::any::Any = &error;
         if let Some(e) = any.downcast_ref::<Error>() {
-            return Cause(Repr::Kind(*e));
+            return Cause(Repr::Kind(*e, None));
         }
         Cause(Repr::Custom(Arc::new(CustomCause {
             error: Box::new(error),
+            location: crate::raw::sync::AtomicPtr::new(core::ptr::null_mut()),
         })))
+    }
+
+    /// Where the cancel that ended the context with this cause was called:
+    /// [`CancelHandle::cancel`](crate::CancelHandle::cancel) and
+    /// [`cancel_with`](crate::CancelHandle::cancel_with) (and the local
+    /// scopes' `cancel`) record their caller; a dropped handle, a deadline
+    /// or a cause made but not used to cancel record nothing (`None`). The
+    /// descendants a cancel reaches report the same location. A custom
+    /// cause keeps the first location it was cancelled with.
+    ///
+    /// A thread that sees a context end at the same moment as the cancel
+    /// that ended a plain leaf without its lock may read `None` for an
+    /// instant: the location is written right after that ending.
+    ///
+    /// ```
+    /// use cancel_tree::Context;
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let (child, _c) = ctx.with_cancel();
+    /// cancel.cancel(); let line = line!();
+    /// let at = child.cause().unwrap().location().unwrap();
+    /// assert_eq!((at.file(), at.line()), (file!(), line));
+    /// ```
+    pub fn location(&self) -> Option<&'static core::panic::Location<'static>> {
+        match &self.0 {
+            Repr::Kind(_, at) => *at,
+            #[cfg(feature = "alloc")]
+            Repr::Custom(c) => {
+                let p = c.location.load(crate::raw::sync::Ordering::Acquire);
+                // SAFETY: only ever set from a `&'static Location` (`at`).
+                (!p.is_null()).then(|| unsafe { &*p })
+            }
+        }
+    }
+
+    /// This cause, recorded as chosen by a cancel called at `at`.
+    pub(crate) fn at(self, at: Location) -> Cause {
+        match self.0 {
+            Repr::Kind(e, _) => Cause(Repr::Kind(e, Some(at))),
+            #[cfg(feature = "alloc")]
+            Repr::Custom(c) => {
+                let p = (at as *const core::panic::Location<'static>).cast_mut();
+                // The first tracked cancel with this cause keeps its place.
+                let _ = c.location.compare_exchange(
+                    core::ptr::null_mut(),
+                    p,
+                    crate::raw::sync::Ordering::AcqRel,
+                    crate::raw::sync::Ordering::Relaxed,
+                );
+                Cause(Repr::Custom(c))
+            }
+        }
     }
 
     /// A cause that is just a message (anything `Display`).
@@ -110,7 +169,7 @@ impl Cause {
     /// a custom error.
     pub fn as_error(&self) -> Option<Error> {
         match &self.0 {
-            Repr::Kind(e) => Some(*e),
+            Repr::Kind(e, _) => Some(*e),
             #[cfg(feature = "alloc")]
             Repr::Custom(_) => None,
         }
@@ -125,7 +184,7 @@ impl Cause {
     /// ```
     pub fn downcast_ref<E: core::error::Error + 'static>(&self) -> Option<&E> {
         match &self.0 {
-            Repr::Kind(e) => (e as &dyn core::any::Any).downcast_ref::<E>(),
+            Repr::Kind(e, _) => (e as &dyn core::any::Any).downcast_ref::<E>(),
             #[cfg(feature = "alloc")]
             Repr::Custom(c) => c.error.downcast_ref::<E>(),
         }
@@ -134,7 +193,7 @@ impl Cause {
     /// The cause as a `dyn Error`.
     pub fn as_dyn_error(&self) -> &(dyn core::error::Error + Send + Sync + 'static) {
         match &self.0 {
-            Repr::Kind(e) => e,
+            Repr::Kind(e, _) => e,
             #[cfg(feature = "alloc")]
             Repr::Custom(c) => &*c.error,
         }
@@ -143,7 +202,7 @@ impl Cause {
     /// `true` if both are the same kind, or share the same custom allocation.
     pub fn ptr_eq(&self, other: &Cause) -> bool {
         match (&self.0, &other.0) {
-            (Repr::Kind(a), Repr::Kind(b)) => a == b,
+            (Repr::Kind(a, _), Repr::Kind(b, _)) => a == b,
             #[cfg(feature = "alloc")]
             (Repr::Custom(a), Repr::Custom(b)) => Arc::ptr_eq(a, b),
             #[cfg(feature = "alloc")]
@@ -155,7 +214,7 @@ impl Cause {
 #[cfg(not(feature = "alloc"))]
 impl From<Error> for Cause {
     fn from(e: Error) -> Cause {
-        Cause(Repr::Kind(e))
+        Cause(Repr::Kind(e, None))
     }
 }
 
@@ -174,7 +233,7 @@ impl From<Cause> for Box<dyn core::error::Error + Send + Sync + 'static> {
     /// is wrapped).
     fn from(c: Cause) -> Self {
         match c.0 {
-            Repr::Kind(e) => Box::new(e),
+            Repr::Kind(e, _) => Box::new(e),
             Repr::Custom(_) => Box::new(Shared(c)),
         }
     }
@@ -234,7 +293,7 @@ impl fmt::Display for Cause {
 impl fmt::Debug for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Repr::Kind(e) => write!(f, "Cause({e:?})"),
+            Repr::Kind(e, _) => write!(f, "Cause({e:?})"),
             #[cfg(feature = "alloc")]
             Repr::Custom(c) => write!(f, "Cause({:?})", &c.error),
         }
