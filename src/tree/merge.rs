@@ -103,7 +103,7 @@ pub(crate) unsafe fn new(
         });
     }
     let held = links.len();
-    let m = Box::into_raw(Box::new(MergeScope {
+    let m: *mut MergeScope = Box::into_raw(Box::new(MergeScope {
         scope: Scope::new(state_word::KIND_MERGE | (2 * REF_ONE), node),
         others_deadline,
         others: links.into_boxed_slice(),
@@ -111,15 +111,15 @@ pub(crate) unsafe fn new(
         claimed: AtomicU8::new(0),
         forward: UnsafeCell::new(None),
         forward_next: UnsafeCell::new(ptr::null()),
-    }))
-    .cast_const();
-    // SAFETY: fresh, not shared yet; the links' memory is stable (boxed).
+    }));
+    // SAFETY: fresh and unshared, so `m` is the only pointer to it; the
+    // links' memory is stable (boxed).
     unsafe {
-        for l in (*m).others.iter() {
-            let l: *const MergeLink = l;
-            (*l.cast_mut()).merged = m;
+        for l in (*m).others.iter_mut() {
+            l.merged = m;
         }
     }
+    let m = m.cast_const();
     let s: *const Scope = m.cast();
     // SAFETY: (caller); `s` is fresh.
     unsafe {
@@ -150,9 +150,11 @@ pub(crate) unsafe fn new(
         if unsafe { (*s).hdr.word.load() } & CANCELLED != 0 {
             continue; // already ended: nothing to forward
         }
+        // Derived from the whole link: `claim` casts it back.
+        let link: *const WaitLink = (l as *const MergeLink).cast();
         // SAFETY: the lock is held; the link lives in `m`'s allocation,
         // which is freed only after the link leaves this list (`retire`).
-        unsafe { parent.push_waiter(&mut guard, &l.link) };
+        unsafe { parent.push_waiter(&mut guard, link) };
     }
     s
 }
@@ -247,7 +249,8 @@ pub(crate) unsafe fn retire(m: *const MergeScope, word: usize, pending: &mut Pen
             let parent = &*l.parent_scope;
             let guard = parent.hdr.word.lock();
             if l.link.status() == LINKED {
-                parent.unlink_waiter(&l.link, crate::tree::waiter_list::IDLE);
+                let link: *const WaitLink = (l as *const MergeLink).cast();
+                parent.unlink_waiter(link, crate::tree::waiter_list::IDLE);
             }
             drop(guard);
         }
