@@ -34,10 +34,10 @@
 //!    cause cell change only under its lock. `CANCELLED` changes either under
 //!    the lock or, with `std`, by a lock-free ending that saw `LOCKED` clear
 //!    (invariant 4); so while the lock is held, `CANCELLED` does not change.
-//! 4. **Empty means empty.** `HAS_KIDS` / `HAS_WAITERS` are set under the
-//!    lock before the first child / waiter is linked and never cleared. A
-//!    word that shows neither, nor `LOCKED`, belongs to a node whose lists
-//!    are empty at that instant, and whoever links later takes the lock and
+//! 4. **Empty means empty.** `HAS_KIDS` / `HAS_WAITERS` are set, at the
+//!    latest by the RMW that releases the lock under which the first child
+//!    / waiter was linked, and never cleared. A word that shows neither, nor
+//!    `LOCKED`, belongs to a node whose lists are empty at that instant, and whoever links later takes the lock and
 //!    checks `CANCELLED` first. That is what lets a lock-free ending
 //!    ([`Word::try_end_leaf`], [`Word::try_end_inner`]) skip the lock.
 //! 5. **`LINKED`** changes only under the lock of the list the node is in
@@ -402,8 +402,9 @@ impl Word {
         let (raw, seen) = lock::Guard::lock(self.atomic());
         Guard {
             word: self,
-            raw,
+            raw: Some(raw),
             seen: seen_live(seen),
+            marks: 0,
         }
     }
 
@@ -414,8 +415,9 @@ impl Word {
         let (raw, seen) = lock::Guard::try_lock(self.atomic())?;
         Some(Guard {
             word: self,
-            raw,
+            raw: Some(raw),
             seen: seen_live(seen),
+            marks: 0,
         })
     }
 
@@ -515,8 +517,11 @@ impl Word {
 /// Proof that a node's lock is held; unlocks on drop.
 pub(crate) struct Guard<'a> {
     word: &'a Word,
-    raw: lock::Guard<'a, LOCKED>,
+    /// `None` once an unlocking method has released it.
+    raw: Option<lock::Guard<'a, LOCKED>>,
     seen: usize,
+    /// Sticky bits ([`mark`](Guard::mark)) the unlock sets.
+    marks: usize,
 }
 
 impl Guard<'_> {
@@ -527,17 +532,26 @@ impl Guard<'_> {
         self.seen
     }
 
-    /// Sets the sticky `HAS_KIDS` / `HAS_WAITERS` bits before a first child
-    /// / waiter is linked (invariant 4): one RMW per node, as
-    /// [`seen`](Guard::seen) tells whether they are set already. Only a lock
-    /// bit needs them; without one nothing reads them, and an RMW is a nested
-    /// critical section on cores without CAS, so it is skipped.
+    /// The sticky `HAS_KIDS` / `HAS_WAITERS` bits for a first child / waiter
+    /// linked under this lock (invariant 4): set by the RMW that unlocks, at
+    /// the instant the lock is released, so anyone who sees `LOCKED` clear
+    /// sees them, and no RMW of its own is spent. (Nothing that reads them
+    /// can act while the lock is held.) Only a lock bit needs them; without
+    /// one nothing reads them, and they are not set.
     #[inline]
     pub(crate) fn mark(&mut self, bits: usize) {
         debug_assert_eq!(bits & !(HAS_KIDS | HAS_WAITERS), 0);
-        if IN_WORD && self.seen & bits != bits {
-            self.word.0.fetch_or(bits, Ordering::Relaxed);
-            self.seen |= bits;
+        if IN_WORD {
+            self.marks |= bits & !self.seen;
+        }
+    }
+
+    /// The raw guard, for an unlocking method (once).
+    #[inline(always)]
+    fn take(&mut self) -> lock::Guard<'_, LOCKED> {
+        match self.raw.take() {
+            Some(raw) => raw,
+            None => unreachable!("a guard unlocks once"),
         }
     }
 
@@ -550,8 +564,10 @@ impl Guard<'_> {
     pub(crate) fn unlock_with(self, bits: usize) {
         debug_assert_eq!(bits & !(END_BITS | WALKING), 0);
         debug_assert_eq!(self.seen & bits, 0);
-        self.raw
-            .unlock_with(|w, lock| seen_live(w.fetch_xor(bits | lock, Ordering::Release)));
+        let mut this = self;
+        let marks = this.marks;
+        this.take()
+            .unlock_with(|w, lock| seen_live(w.fetch_xor(bits | lock | marks, Ordering::Release)));
     }
 
     /// Releases the lock and takes a new child's reference in the same
@@ -569,9 +585,12 @@ impl Guard<'_> {
     /// (2^16 before saturation) keep it.
     #[inline]
     pub(crate) fn unlock_and_acquire_ref(self) {
-        let word = self.word;
-        let prev = self.raw.unlock_with(|w, lock| {
-            seen_live(w.fetch_add(REF_ONE.wrapping_sub(lock), Ordering::Release))
+        let mut this = self;
+        let word = this.word;
+        let marks = this.marks;
+        // The marks are clear, so adding them sets them.
+        let prev = this.take().unlock_with(|w, lock| {
+            seen_live(w.fetch_add((REF_ONE + marks).wrapping_sub(lock), Ordering::Release))
         });
         #[cfg(target_pointer_width = "64")]
         let _ = (word, prev);
@@ -582,11 +601,26 @@ impl Guard<'_> {
     /// Releases the lock and drops one reference in the same step.
     #[inline]
     pub(crate) fn unlock_and_release(self) -> Released {
-        let word = self.word;
-        let prev = self
-            .raw
+        let mut this = self;
+        let word = this.word;
+        debug_assert_eq!(this.marks, 0, "nothing is linked on the way to a release");
+        let prev = this
+            .take()
             .unlock_with(|w, lock| seen_live(w.fetch_sub(lock + REF_ONE, Ordering::Release)));
         Released::from_prev(word, prev)
+    }
+}
+
+impl Drop for Guard<'_> {
+    /// Unlocks, setting the marked bits in the same RMW.
+    #[inline]
+    fn drop(&mut self) {
+        let Some(raw) = self.raw.take() else { return };
+        let marks = self.marks;
+        if marks != 0 {
+            // The marks are clear (`mark`), so xor sets them.
+            raw.unlock_with(|w, lock| seen_live(w.fetch_xor(lock | marks, Ordering::Release)));
+        }
     }
 }
 

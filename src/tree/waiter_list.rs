@@ -197,6 +197,26 @@ impl Waiter {
         // Derived from the whole waiter (not just its link field): the
         // canceller casts it back to reach the waker.
         let link: *const WaitLink = (&*self as *const Waiter).cast();
+        if !*registered {
+            // A first poll needs a waker anyway: clone it before taking the
+            // lock (cloning is user code), and register in one hold.
+            let waker = cx.waker().clone();
+            let mut guard = scope.hdr.word.lock();
+            if let Some(e) = state_word::err_of(guard.seen()) {
+                drop(guard);
+                drop(waker); // user code, outside the lock
+                return Poll::Ready(e);
+            }
+            // SAFETY: lock held; never registered, so the link is IDLE and
+            // the waker cell empty; the pinned waiter stays put until
+            // `unregister`.
+            unsafe {
+                self.waker.with_mut(|w| *w = Some(waker));
+                scope.push_waiter(&mut guard, link);
+            }
+            *registered = true;
+            return Poll::Pending;
+        }
         let guard = scope.hdr.word.lock();
         if let Some(e) = state_word::err_of(guard.seen()) {
             // Cancelled: a canceller may still hold our (popped or not yet
