@@ -19,6 +19,7 @@ fn main() {
     with_deadline_bounds_work();
     with_timeout_gives_up();
     deterministic_time_with_manual_clock();
+    merged_contexts_have_two_parents();
     println!("\ntour finished");
 }
 
@@ -161,4 +162,32 @@ fn deterministic_time_with_manual_clock() {
     println!("after 5 s: step={:?} rpc={:?}", slow_step.err(), rpc.err());
     clock.advance(Duration::from_secs(25));
     println!("after 30 s: rpc={:?}", rpc.err());
+}
+
+/// A context with two parents (Go proposal 36503): a request that must stop
+/// when its client goes away *or* when the server shuts down. It ends with
+/// whichever parent ends first, and says where that cancel was called.
+fn merged_contexts_have_two_parents() {
+    println!("\n== merge: two parents");
+    struct RequestId(u64);
+    let (server, shutdown) = Context::background().with_cancel();
+    let (client, _client_gone) = Context::background()
+        .with_value(RequestId(7))
+        .with_timeout(Duration::from_secs(30));
+    let (request, _done) = client.merge(&server);
+    println!(
+        "request {}: deadline in {:?}",
+        request.value::<RequestId>().unwrap().0,
+        request.remaining().map(|d| d.as_secs())
+    );
+    shutdown.cancel_with(Cause::msg("server shutting down"));
+    let at = request.cancel_location().unwrap();
+    println!(
+        "request: {} ({}), cancelled at {}:{}",
+        request.err().unwrap(),
+        request.cause().unwrap(),
+        at.file(),
+        at.line()
+    );
+    println!("client context still live: {}", !client.is_cancelled());
 }
