@@ -158,11 +158,9 @@ async fn main() -> std::io::Result<()> {
             .into_future(),
     );
 
-    if !interrupted {
-        if let Err(e) = ctrl_c.await {
-            log(&root, format_args!("cannot listen for Ctrl-C: {e}"));
-            std::future::pending::<()>().await;
-        }
+    if !interrupted && let Err(e) = ctrl_c.await {
+        log(&root, format_args!("cannot listen for Ctrl-C: {e}"));
+        std::future::pending::<()>().await;
     }
     log(&root, format_args!("shutting down"));
     shutdown.cancel_with(ServerShutdown);

@@ -64,16 +64,16 @@ fn build_example() -> PathBuf {
     // build into the same target directory and profile.
     let exe = std::env::current_exe().expect("the test's path");
     let profile_dir = exe.parent().and_then(Path::parent);
-    if let Some(profile_dir) = profile_dir {
-        if let (Some(target), Some(name)) = (profile_dir.parent(), profile_dir.file_name()) {
-            let profile = match name.to_str() {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => "dev",
-            };
-            cmd.env("CARGO_TARGET_DIR", target)
-                .args(["--profile", profile]);
-        }
+    if let Some(profile_dir) = profile_dir
+        && let (Some(target), Some(name)) = (profile_dir.parent(), profile_dir.file_name())
+    {
+        let profile = match name.to_str() {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
+        cmd.env("CARGO_TARGET_DIR", target)
+            .args(["--profile", profile]);
     }
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
