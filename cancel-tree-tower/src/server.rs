@@ -42,7 +42,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 /// * **Abandoned**: if the response future, or the response body, is dropped
 ///   before it completes (the client disconnected, or reset its HTTP/2
 ///   stream), the context is cancelled with the cause
-///   [`ClientDisconnected`](crate::ClientDisconnected). (If the deadline has
+///   [`ClientDisconnected`]. (If the deadline has
 ///   already passed, within a few milliseconds, the context is left to end
 ///   with [`Error::DeadlineExceeded`] instead.)
 /// * **Finished**: once the response body has been sent in full, the
@@ -65,7 +65,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 /// The layer needs no runtime: the deadline fires on the root's clock
 /// ([`StdClock`](cancel_tree::StdClock) under
 /// [`Context::background`], or e.g.
-/// [`TokioClock`](cancel_tree::TokioClock)), and the response future waits
+/// cancel-tree's `TokioClock`), and the response future waits
 /// on the context itself.
 ///
 /// # Example
@@ -311,7 +311,7 @@ pin_project! {
     /// The response future of [`ServerService`].
     ///
     /// Dropped before it completes, it cancels the request's context with
-    /// [`ClientDisconnected`](crate::ClientDisconnected).
+    /// [`ClientDisconnected`].
     pub struct ResponseFuture<F> {
         #[pin]
         future: Option<F>,
@@ -417,7 +417,7 @@ pin_project! {
     /// Once it has been sent in full, the request's context is cancelled
     /// with [`Error::Canceled`](cancel_tree::Error::Canceled) (the request
     /// is over); dropped before that (the client went away mid-stream), with
-    /// [`ClientDisconnected`](crate::ClientDisconnected).
+    /// [`ClientDisconnected`].
     pub struct ServerBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -17,6 +17,11 @@
 //! [`default_timeout`](crate::ServerLayer::default_timeout) are the layer's
 //! alone; so are all of them when tonic's `Routes` are served by axum or
 //! hyper (`Routes::into_axum_router`).
+//!
+//! tonic's `Channel` also races a timer on the `grpc-timeout` it sends; a
+//! call through [`ClientLayer`](crate::ClientLayer) that fails once its
+//! context's deadline has passed is reported `DEADLINE_EXCEEDED`, whichever
+//! timer fired first.
 
 use std::sync::Arc;
 
