@@ -1,20 +1,29 @@
-//! What `ServerLayer` adds to a request: the same axum hello-world with and
-//! without the layer, measured interleaved so that whatever else the host
-//! is doing hits every variant alike.
+//! What `ServerLayer` adds to a request: the same axum hello-world handler
+//! with and without the layer, measured interleaved so that whatever else
+//! the host is doing hits every variant alike.
 //!
-//! * `loopback/*`: real HTTP/1.1 over 127.0.0.1, one keep-alive connection
-//!   per server, a hyper client, all on one tokio runtime. Each iteration
-//!   sends one request to every variant (in rotating order) and times only
-//!   the variant being measured.
-//! * `in_process/*`: the routers called directly (no sockets), the same
-//!   way: the layer's own cost, without the network's noise.
+//! One router serves the handler on three routes, one per variant, so every
+//! variant shares the server, the connection and the tokio workers (a
+//! variant with a connection of its own measures where its connection's
+//! tasks happen to run as much as the layer):
 //!
-//! Variants: `plain` (no layer), `layer` (`ServerLayer`, no deadline),
-//! `layer_deadline` (`ServerLayer` with a default timeout: every request
-//! also queues and dequeues a deadline).
+//! * `/plain`: no layer;
+//! * `/layer`: `ServerLayer` (a context per request, no deadline);
+//! * `/layer_deadline`: `ServerLayer` with a default timeout, so every
+//!   request also queues and dequeues a deadline on the std clock.
 //!
-//! After criterion's report, a summary: each variant's median request time
-//! (p50 of every request timed) and the layer's cost against `plain`, in
+//! Groups:
+//!
+//! * `loopback/*`: HTTP/1.1 over 127.0.0.1, one keep-alive connection, a
+//!   hyper client, server and client on one 2-worker tokio runtime. Each
+//!   iteration sends one request to every route (in rotating order) and
+//!   times only the variant being measured.
+//! * `in_process/*`: the router called directly (no sockets), the same way:
+//!   the layer's own cost, without the network's noise.
+//!
+//! After criterion's report, a summary from every request sent in the run
+//! (each variant's requests interleaved with the others' throughout): each
+//! variant's median (p50) and the layer's cost against `plain`, in
 //! nanoseconds and as a share of `plain`'s p50.
 //!
 //! ```text
@@ -40,6 +49,8 @@ use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
 const VARIANTS: [&str; 3] = ["plain", "layer", "layer_deadline"];
+/// Each variant's route.
+const PATHS: [&str; 3] = ["/plain", "/layer", "/layer_deadline"];
 
 /// Every timed request, per group and variant.
 static SAMPLES: Mutex<BTreeMap<(&str, &str), Vec<Duration>>> = Mutex::new(BTreeMap::new());
@@ -53,14 +64,19 @@ fn record(group: &'static str, variant: &'static str, d: Duration) {
         .push(d);
 }
 
-/// The hello-world, as `variant` serves it.
-fn app(variant: &str, root: &Context) -> Router {
-    let hello = Router::new().route("/", get(|| async { "hello" }));
-    match variant {
-        "plain" => hello,
-        "layer" => hello.layer(ServerLayer::new(root.clone())),
-        _ => hello.layer(ServerLayer::new(root.clone()).default_timeout(Duration::from_secs(30))),
+/// The hello-world on one route per variant.
+fn app(root: &Context) -> Router {
+    async fn hello() -> &'static str {
+        "hello"
     }
+    let layer = ServerLayer::new(root.clone());
+    Router::new()
+        .route("/plain", get(hello))
+        .route("/layer", get(hello).layer(layer.clone()))
+        .route(
+            "/layer_deadline",
+            get(hello).layer(layer.default_timeout(Duration::from_secs(30))),
+        )
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -80,10 +96,11 @@ async fn connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
     send
 }
 
-/// One GET / on a keep-alive connection, the body read to its end.
-async fn request(send: &mut SendRequest<Empty<Bytes>>) {
+/// One GET of `path` on a keep-alive connection, the body read
+/// to its end.
+async fn request(send: &mut SendRequest<Empty<Bytes>>, path: &'static str) {
     send.ready().await.unwrap();
-    let request = http::Request::get("/")
+    let request = http::Request::get(path)
         .header("host", "bench")
         .body(Empty::new())
         .unwrap();
@@ -94,13 +111,7 @@ async fn request(send: &mut SendRequest<Empty<Bytes>>) {
 }
 
 fn loopback(c: &mut Criterion, rt: &Runtime, root: &Context) {
-    let mut clients: Vec<_> = rt.block_on(async {
-        let mut clients = Vec::new();
-        for variant in VARIANTS {
-            clients.push(connect(serve(app(variant, root)).await).await);
-        }
-        clients
-    });
+    let mut client = rt.block_on(async { connect(serve(app(root)).await).await });
     let mut group = c.benchmark_group("loopback");
     for (measured, variant) in VARIANTS.into_iter().enumerate() {
         group.bench_function(variant, |b| {
@@ -111,11 +122,13 @@ fn loopback(c: &mut Criterion, rt: &Runtime, root: &Context) {
                         for k in 0..VARIANTS.len() {
                             let v = (i as usize + k) % VARIANTS.len();
                             let start = Instant::now();
-                            request(&mut clients[v]).await;
+                            request(&mut client, PATHS[v]).await;
+                            let d = start.elapsed();
+                            // Every request counts for the summary, so
+                            // its medians cover the same moments.
+                            record("loopback", VARIANTS[v], d);
                             if v == measured {
-                                let d = start.elapsed();
                                 total += d;
-                                record("loopback", variant, d);
                             }
                         }
                     }
@@ -128,9 +141,9 @@ fn loopback(c: &mut Criterion, rt: &Runtime, root: &Context) {
 }
 
 fn in_process(c: &mut Criterion, rt: &Runtime, root: &Context) {
-    let mut apps: Vec<Router> = VARIANTS.iter().map(|v| app(v, root)).collect();
-    let call = |app: &mut Router| {
-        let request = http::Request::get("/").body(Body::empty()).unwrap();
+    let mut app = app(root);
+    let call = |app: &mut Router, path: &'static str| {
+        let request = http::Request::get(path).body(Body::empty()).unwrap();
         let fut = app.call(request);
         async move {
             let response = fut.await.unwrap();
@@ -148,14 +161,16 @@ fn in_process(c: &mut Criterion, rt: &Runtime, root: &Context) {
                         for k in 0..VARIANTS.len() {
                             let v = (i as usize + k) % VARIANTS.len();
                             let start = Instant::now();
-                            let app = ServiceExt::<http::Request<Body>>::ready(&mut apps[v])
+                            let app = ServiceExt::<http::Request<Body>>::ready(&mut app)
                                 .await
                                 .unwrap();
-                            call(app).await;
+                            call(app, PATHS[v]).await;
+                            let d = start.elapsed();
+                            // Every request counts for the summary, so
+                            // its medians cover the same moments.
+                            record("in_process", VARIANTS[v], d);
                             if v == measured {
-                                let d = start.elapsed();
                                 total += d;
-                                record("in_process", variant, d);
                             }
                         }
                     }
