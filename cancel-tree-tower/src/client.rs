@@ -212,12 +212,14 @@ where
             return Poll::Pending; // polled after completion
         };
         // Checked before every poll of the call, as `Context::run` does, so
-        // an always-ready call still stops.
+        // an always-ready call still stops; a deadline that has passed
+        // counts even if its clock has not fired it yet (a busy machine can
+        // run the callee's answer to an expired call first).
         let ended = this
             .done
             .as_ref()
             .as_pin_ref()
-            .and_then(|d| ContextError::from_context(d.context()));
+            .and_then(|d| ended_or_due(d.get_ref().context()));
         if let Some(e) = ended {
             this.future.set(None);
             this.done.set(None);
@@ -309,10 +311,10 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
-        // The context's error if it has ended; with `wait`, also registers
-        // to be woken when it does.
+        // The context's error if it has ended (or its deadline passed);
+        // with `wait`, also registers to be woken when it ends.
         let cut = |mut done: Pin<&mut DoneOwned>, cx: &mut TaskContext<'_>, wait: bool| {
-            if let Some(e) = ContextError::from_context(done.context()) {
+            if let Some(e) = ended_or_due(done.context()) {
                 return Some(e);
             }
             if !wait {
@@ -490,5 +492,95 @@ impl std::error::Error for ContextError {
 impl From<ContextError> for Error {
     fn from(e: ContextError) -> Error {
         e.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestContextExt;
+    use cancel_tree::{Clock, Instant, Timers};
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tower::{ServiceExt, service_fn};
+
+    /// A clock whose time moves only when told, and that never fires: a
+    /// timer thread that has not been scheduled yet.
+    struct LateClock {
+        nanos: AtomicU64,
+        timers: Timers,
+    }
+
+    impl Clock for LateClock {
+        fn now(&self) -> Instant {
+            Instant::from_nanos(self.nanos.load(Ordering::Acquire))
+        }
+        fn timers(&self) -> &Timers {
+            &self.timers
+        }
+        fn set_alarm(&self, _at: Option<Instant>) {}
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_passed_counts_before_its_clock_fires_it() {
+        static CLOCK: LateClock = LateClock {
+            nanos: AtomicU64::new(0),
+            timers: Timers::new(),
+        };
+        let root = Context::background_with_clock(&CLOCK);
+        let (ctx, _c) = root.with_timeout(Duration::from_millis(10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let mut client = ClientLayer::new().layer(service_fn(move |req: Request<String>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let sent = req.headers()["grpc-timeout"].clone();
+            async move { Ok::<_, Infallible>(Response::new(sent.to_str().unwrap().to_string())) }
+        }));
+
+        // Sent with its deadline; the deadline passes before the answer is
+        // polled, unfired: the call fails all the same.
+        let request = Request::new(String::new()).with_context(&ctx);
+        let call = client.ready().await.unwrap().call(request);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        CLOCK.nanos.store(20_000_000, Ordering::Release);
+        assert_eq!(ctx.err(), None, "the clock has not fired it");
+        let err = call.await.expect_err("past its deadline");
+        let err = err.downcast_ref::<ContextError>().unwrap();
+        assert_eq!(err.error(), Error::DeadlineExceeded);
+
+        // And the next call is not sent at all.
+        let request = Request::new(String::new()).with_context(&ctx);
+        let err = client.oneshot(request).await.expect_err("no time left");
+        assert_eq!(
+            err.downcast_ref::<ContextError>().unwrap().error(),
+            Error::DeadlineExceeded
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_goes_out_as_grpc_timeout() {
+        static CLOCK: LateClock = LateClock {
+            nanos: AtomicU64::new(0),
+            timers: Timers::new(),
+        };
+        let root = Context::background_with_clock(&CLOCK);
+        let (ctx, _c) = root.with_timeout(Duration::from_millis(1500));
+        CLOCK.nanos.store(500_000_000, Ordering::Release);
+        let client = ClientLayer::new().layer(service_fn(|req: Request<String>| async move {
+            let sent = req.headers()["grpc-timeout"].to_str().unwrap().to_string();
+            Ok::<_, Infallible>(Response::new(sent))
+        }));
+        let response = client
+            .oneshot(Request::new(String::new()).with_context(&ctx))
+            .await
+            .unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "1000000u", "1 s left, in microseconds");
     }
 }
