@@ -1,13 +1,13 @@
 //! Runs `examples/http_server.rs` as a child process and talks HTTP/1.1 to
-//! it over loopback with a raw `TcpStream`: timeouts become 504s while other
-//! requests go on, a client that disconnects gets its slow work abandoned,
-//! and SIGINT cancels the root so in-flight requests end and the server
-//! exits 0.
+//! it over loopback with a raw `TcpStream`: timeouts (the server's default,
+//! or the caller's `grpc-timeout`) become 504s while other requests go on, a
+//! client that disconnects gets its slow work abandoned with the disconnect
+//! cause, and SIGINT cancels the root so in-flight requests end with the
+//! shutdown cause and the server exits 0.
 //!
 //! The example is built with `cargo build --example http_server` (a no-op
 //! when `cargo test` already built it), with this test's features and target
 //! directory, and its path is read from cargo's JSON messages.
-#![cfg(feature = "std")] // the example's timeouts run on the std clock
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -17,8 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long building the example may take (the first build compiles hyper
-/// and tokio; minutes on a small machine).
+/// How long building the example may take (the first build compiles axum,
+/// hyper and tokio; minutes on a small machine).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long anything that should happen "soon" may take before the test
 /// fails: generous, for a loaded machine.
@@ -33,14 +33,8 @@ const LONG_TIMEOUT_MS: u64 = 60_000;
 /// the same (so cargo reuses the library instead of building another copy).
 fn features() -> Vec<&'static str> {
     let all = [
-        ("std", cfg!(feature = "std")),
-        ("alloc", cfg!(feature = "alloc")),
-        ("portable-atomic", cfg!(feature = "portable-atomic")),
-        ("tokio", cfg!(feature = "tokio")),
-        ("async-io", cfg!(feature = "async-io")),
-        ("tokio-util", cfg!(feature = "tokio-util")),
-        ("http", cfg!(feature = "http")),
-        ("embassy-time", cfg!(feature = "embassy-time")),
+        ("axum", cfg!(feature = "axum")),
+        ("tonic", cfg!(feature = "tonic")),
     ];
     all.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect()
 }
@@ -70,16 +64,16 @@ fn build_example() -> PathBuf {
     // build into the same target directory and profile.
     let exe = std::env::current_exe().expect("the test's path");
     let profile_dir = exe.parent().and_then(Path::parent);
-    if let Some(profile_dir) = profile_dir {
-        if let (Some(target), Some(name)) = (profile_dir.parent(), profile_dir.file_name()) {
-            let profile = match name.to_str() {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => "dev",
-            };
-            cmd.env("CARGO_TARGET_DIR", target)
-                .args(["--profile", profile]);
-        }
+    if let Some(profile_dir) = profile_dir
+        && let (Some(target), Some(name)) = (profile_dir.parent(), profile_dir.file_name())
+    {
+        let profile = match name.to_str() {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
+        cmd.env("CARGO_TARGET_DIR", target)
+            .args(["--profile", profile]);
     }
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -296,18 +290,24 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-fn send_get(stream: &mut TcpStream, addr: SocketAddr, path: &str) {
+/// Sends a `GET`, with `extra` header lines (each ending in `\r\n`).
+fn send_get(stream: &mut TcpStream, addr: SocketAddr, path: &str, extra: &str) {
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
     )
     .expect("send the request");
 }
 
 /// One `GET` on a fresh connection; the server closes it after answering.
 fn get(addr: SocketAddr, path: &str) -> Response {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with `extra` header lines.
+fn get_with(addr: SocketAddr, path: &str, extra: &str) -> Response {
     let mut stream = connect(addr);
-    send_get(&mut stream, addr, path);
+    send_get(&mut stream, addr, path, extra);
     let mut raw = String::new();
     stream
         .read_to_string(&mut raw)
@@ -398,6 +398,26 @@ fn slow_request_hits_its_deadline_with_504_while_fast_requests_go_on() {
 }
 
 #[test]
+fn the_callers_grpc_timeout_is_the_requests_deadline() {
+    let server = Server::start(LONG_TIMEOUT_MS);
+    let resp = get_with(server.addr, "/slow?ms=5000", "grpc-timeout: 200m\r\n");
+    assert_eq!(resp.status, 504, "{resp:?}");
+    assert_eq!(resp.body, "context deadline exceeded\n");
+    let id = resp.header("x-request-id").expect("an x-request-id header");
+    let (steps, reason) = abandoned(&server, id.parse().unwrap());
+    assert!(steps < 500, "{steps} steps");
+    assert_eq!(reason, "(context deadline exceeded)");
+
+    // A malformed one is refused before any handler runs.
+    let resp = get_with(server.addr, "/slow?ms=5000", "grpc-timeout: soon\r\n");
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert_eq!(
+        resp.body,
+        "malformed grpc-timeout: the value has a non-digit"
+    );
+}
+
+#[test]
 fn client_disconnect_cancels_the_request_and_abandons_the_slow_work() {
     let server = Server::start(LONG_TIMEOUT_MS);
     assert_eq!(server.stat("canceled"), 0);
@@ -405,7 +425,7 @@ fn client_disconnect_cancels_the_request_and_abandons_the_slow_work() {
     // 20 s of work that nobody will wait for.
     let path = "/slow?ms=20000";
     let mut stream = connect(server.addr);
-    send_get(&mut stream, server.addr, path);
+    send_get(&mut stream, server.addr, path, "");
     let id = started(&server, path);
     thread::sleep(Duration::from_millis(100));
     stream
@@ -426,12 +446,9 @@ fn client_disconnect_cancels_the_request_and_abandons_the_slow_work() {
     }
     let (steps, reason) = abandoned(&server, id);
     assert!(steps < 2000, "{steps} steps");
-    assert_eq!(
-        reason, "(context canceled)",
-        "cancelled by the dropped handle"
-    );
+    assert_eq!(reason, "(context canceled: client disconnected)");
     server.expect_log("for the departed client", |l| {
-        l == format!("[req {id}] client went away; cancelling")
+        l == format!("[req {id}] client went away")
     });
     assert_eq!(server.stat("disconnected"), 1);
     assert_eq!(server.stat("timed_out"), 0);
