@@ -83,7 +83,11 @@ pub use clock::contract::Clock;
 pub use clock::embassy::EmbassyClock;
 #[cfg(feature = "alloc")]
 pub use clock::manual::ManualClock;
-#[cfg(all(feature = "std", not(cancel_tree_loom)))]
+#[cfg(all(
+    feature = "std",
+    not(cancel_tree_loom),
+    not(all(target_family = "wasm", target_os = "unknown"))
+))]
 pub use clock::std_clock::StdClock;
 pub use clock::timer_queue::Timers;
 #[cfg(all(not(cancel_tree_loom), feature = "tokio"))]

@@ -492,7 +492,16 @@ impl Context {
     }
 
     /// Blocks the thread until the context is cancelled.
-    #[cfg(feature = "std")]
+    ///
+    /// Not on wasm32-unknown-unknown, where blocking the host's one thread
+    /// could never see a timer or another task cancel. On wasm without
+    /// threads (wasm32-wasip1) it sleeps, and fires
+    /// [`StdClock`](crate::StdClock)'s due deadlines itself (see
+    /// `docs/wasm.md`).
+    #[cfg(all(
+        feature = "std",
+        not(all(target_family = "wasm", target_os = "unknown"))
+    ))]
     pub fn wait(&self) -> Error {
         crate::api::blocking::wait(self)
     }
@@ -506,7 +515,10 @@ impl Context {
     /// let (ctx, _cancel) = Context::background().with_cancel();
     /// assert_eq!(ctx.wait_timeout(Duration::from_millis(1)), None);
     /// ```
-    #[cfg(feature = "std")]
+    #[cfg(all(
+        feature = "std",
+        not(all(target_family = "wasm", target_os = "unknown"))
+    ))]
     pub fn wait_timeout(&self, timeout: core::time::Duration) -> Option<Error> {
         crate::api::blocking::wait_timeout(self, timeout)
     }
