@@ -81,6 +81,13 @@ pub use clock::async_io::AsyncIoClock;
 pub use clock::contract::Clock;
 #[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 pub use clock::embassy::EmbassyClock;
+#[cfg(all(
+    not(cancel_tree_loom),
+    feature = "js",
+    target_family = "wasm",
+    target_os = "unknown"
+))]
+pub use clock::js::JsClock;
 #[cfg(feature = "alloc")]
 pub use clock::manual::ManualClock;
 #[cfg(all(

@@ -176,10 +176,10 @@ impl Context {
         }
     }
 
-    /// The current time on this tree's clock ([`StdClock`](crate::StdClock)
-    /// for trees under [`background`](Context::background) with `std`;
-    /// without `std` such trees have no clock and this is
-    /// [`Instant::ZERO`]).
+    /// The current time on this tree's clock. Trees under
+    /// [`background`](Context::background) use the target's default clock:
+    /// `StdClock` with `std`, `JsClock` on wasm32-unknown-unknown with `js`;
+    /// elsewhere they have no clock and this is [`Instant::ZERO`].
     pub fn now(&self) -> Instant {
         // SAFETY: our node is alive; the clock outlives the tree.
         unsafe { deadline::clock_of(self.node).map_or(Instant::ZERO, |c| (*c).now()) }
@@ -196,8 +196,9 @@ impl Context {
     /// * Otherwise the clock's timer ends it at `at`, whether or not anyone
     ///   polls or checks it.
     ///
-    /// Without `std`, a tree under [`background`](Context::background) has
-    /// no clock: its deadlines are reported but never fire. Use
+    /// Without `std` (and on wasm32-unknown-unknown without `js`), a tree
+    /// under [`background`](Context::background) has no clock: its
+    /// deadlines are reported but never fire. Use
     /// [`background_with_clock`](Context::background_with_clock).
     ///
     /// ```
