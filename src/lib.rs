@@ -81,9 +81,20 @@ pub use clock::async_io::AsyncIoClock;
 pub use clock::contract::Clock;
 #[cfg(all(not(cancel_tree_loom), feature = "embassy-time"))]
 pub use clock::embassy::EmbassyClock;
+#[cfg(all(
+    not(cancel_tree_loom),
+    feature = "js",
+    target_family = "wasm",
+    target_os = "unknown"
+))]
+pub use clock::js::JsClock;
 #[cfg(feature = "alloc")]
 pub use clock::manual::ManualClock;
-#[cfg(all(feature = "std", not(cancel_tree_loom)))]
+#[cfg(all(
+    feature = "std",
+    not(cancel_tree_loom),
+    not(all(target_family = "wasm", target_os = "unknown"))
+))]
 pub use clock::std_clock::StdClock;
 pub use clock::timer_queue::Timers;
 #[cfg(all(not(cancel_tree_loom), feature = "tokio"))]

@@ -358,6 +358,7 @@ fn clock_outlives_dropped_tree_and_tree_outlives_clock_handle() {
 }
 
 #[test]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
 fn concurrent_fire_and_cancel_and_drop() {
     for _ in 0..scaled(50) {
         let (clock, root) = tree();
@@ -388,6 +389,10 @@ fn concurrent_fire_and_cancel_and_drop() {
 #[cfg_attr(
     miri,
     ignore = "StdClock's timer thread outlives the test, which Miri rejects; its leak check matters more"
+)]
+#[cfg_attr(
+    target_family = "wasm",
+    ignore = "block_on parks until StdClock's thread fires; see std_clock_without_threads"
 )]
 fn real_time_timeout_with_std_clock() {
     // Taken before the timeout is made: the deadline is 20 ms after a clock
@@ -423,11 +428,51 @@ fn std_clock_is_monotonic_and_cancelled_timeouts_do_not_fire_later() {
     assert_eq!(ctx.err(), Some(Error::Canceled));
 }
 
+/// Without threads (wasm32-wasip1) StdClock starts no thread of its own:
+/// the blocking waits fire its deadlines while they sleep, and so can a
+/// loop of the caller's.
+#[test]
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+fn std_clock_without_threads() {
+    use cancel_tree::{Clock, StdClock};
+    let start = std::time::Instant::now();
+    let (ctx, _h) = Context::background().with_timeout(Duration::from_millis(20));
+    // A wait that ends first leaves the deadline pending.
+    assert_eq!(ctx.wait_timeout(Duration::from_millis(1)), None);
+    assert_eq!(ctx.err(), None);
+    assert_eq!(
+        ctx.wait_timeout(Duration::from_secs(10)),
+        Some(Error::DeadlineExceeded)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20), "never early");
+    // `wait` has no limit of its own: the deadline ends it.
+    let (ctx, _h) =
+        Context::background().with_timeout_cause(Duration::from_millis(5), Cause::msg("slow"));
+    assert_eq!(ctx.wait(), Error::DeadlineExceeded);
+    assert_eq!(ctx.cause().unwrap().to_string(), "slow");
+    // The caller's own loop: sleep until the next deadline, fire.
+    let (ctx, _h) = Context::background().with_timeout(Duration::from_millis(5));
+    for _ in 0..1_000 {
+        if ctx.is_cancelled() {
+            break;
+        }
+        let next = StdClock
+            .timers()
+            .next_deadline()
+            .expect("a pending deadline");
+        std::thread::sleep(next - StdClock.now());
+        StdClock.timers().fire(&StdClock);
+    }
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert!(StdClock.timers().is_empty());
+}
+
 #[test]
 #[cfg_attr(
     miri,
     ignore = "StdClock's timer thread outlives the test, which Miri rejects; its leak check matters more"
 )]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
 fn many_real_timeouts_on_many_threads() {
     let ts: Vec<_> = (0..scaled(4))
         .map(|t| {
@@ -457,6 +502,10 @@ fn many_real_timeouts_on_many_threads() {
     miri,
     ignore = "StdClock's timer thread outlives the test, which Miri rejects; its leak check matters more"
 )]
+#[cfg_attr(
+    target_family = "wasm",
+    ignore = "catches a panic: wasm aborts on panic"
+)]
 fn std_clock_survives_a_panicking_after_func() {
     // Regression (independent review): a panic escaping fire() used to leave
     // the alarm unarmed, so no later deadline on the clock ever fired.
@@ -476,6 +525,10 @@ fn std_clock_survives_a_panicking_after_func() {
 }
 
 #[test]
+#[cfg_attr(
+    target_family = "wasm",
+    ignore = "catches a panic: wasm aborts on panic"
+)]
 fn manual_clock_panicking_after_func_propagates_and_the_clock_goes_on() {
     let (clock, root) = tree();
     let (a, _ha) = root.with_timeout(S);

@@ -57,6 +57,7 @@ impl Clock for TickClock {
 const MS: Duration = Duration::from_millis(1);
 
 #[test]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
 fn static_root_cancel_reaches_local_subtree_and_wakes() {
     static ROOT: StaticScope = StaticScope::new();
     let a = pin!(LocalScope::new(ROOT.scope()));
@@ -164,6 +165,7 @@ fn dropped_or_cancelled_local_deadlines_leave_the_queue() {
 }
 
 #[test]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
 fn local_scopes_dropped_while_other_threads_cancel_and_fire() {
     static CLOCK: TickClock = TickClock::new();
     for round in 0..if cfg!(miri) { 3 } else { 300 } {

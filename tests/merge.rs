@@ -257,6 +257,7 @@ fn dropping_a_merged_context_frees_parents_it_alone_kept() {
 
 #[test]
 #[cfg_attr(miri, ignore = "many threads and iterations: native only")]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
 fn parents_cancel_while_merged_contexts_come_and_go() {
     for round in 0..200 {
         let (a, ca) = Context::background().with_cancel();

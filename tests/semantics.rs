@@ -446,6 +446,10 @@ fn after_func_may_cancel_derive_and_drop_contexts() {
 }
 
 #[test]
+#[cfg_attr(
+    target_family = "wasm",
+    ignore = "catches a panic: wasm aborts on panic"
+)]
 fn panicking_after_func_propagates_after_the_walk_and_tree_stays_usable() {
     let (root, cancel) = Context::background().with_cancel();
     let (a, _ha) = root.with_cancel();
@@ -466,6 +470,10 @@ fn panicking_after_func_propagates_after_the_walk_and_tree_stays_usable() {
 }
 
 #[test]
+#[cfg_attr(
+    target_family = "wasm",
+    ignore = "catches a panic: wasm aborts on panic"
+)]
 fn panicking_after_func_during_unwind_does_not_abort() {
     let (ctx, cancel) = Context::background().with_cancel();
     let _s = ctx.after_func(|| panic!("inner"));
@@ -614,6 +622,7 @@ fn done_dropped_without_poll_and_never_polled() {
 // ---- wait / wait_timeout ----
 
 #[test]
+#[cfg_attr(target_family = "wasm", ignore = "needs a second thread")]
 fn wait_blocks_until_cancelled_from_another_thread() {
     let (ctx, cancel) = Context::background().with_cancel();
     let t = std::thread::spawn(move || {

@@ -1,4 +1,7 @@
-//! Blocking waits (std): park the thread on a `Done` future.
+//! Blocking waits (std): park the thread on a `Done` future. Not on
+//! wasm32-unknown-unknown, where blocking the host's only thread could never
+//! see a cancellation; on wasm without threads they sleep instead and fire
+//! `StdClock`'s deadlines themselves.
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
@@ -43,17 +46,32 @@ fn wait_until(ctx: &Context, deadline: Option<Instant>) -> Option<Error> {
         if let Poll::Ready(e) = done.as_mut().poll(&mut cx) {
             return Some(e);
         }
-        match deadline {
-            None => thread::park(),
+        let timeout = match deadline {
+            None => None,
             Some(d) => {
                 let now = Instant::now();
                 if now >= d {
                     return None;
                 }
-                thread::park_timeout(d - now);
+                Some(d - now)
             }
-        }
+        };
+        sleep(timeout);
     }
+}
+
+/// Waits until woken, or at most `timeout`.
+fn sleep(timeout: Option<Duration>) {
+    #[cfg(not(all(target_family = "wasm", not(target_feature = "atomics"))))]
+    match timeout {
+        None => thread::park(),
+        Some(t) => thread::park_timeout(t),
+    }
+    // Without threads (wasm32-wasip1) parking returns at once and nobody
+    // could unpark us, and nothing else fires `StdClock`: sleep towards its
+    // alarm and fire it, so deadlines under `background()` end this wait.
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+    crate::clock::std_clock::sleep_and_fire(timeout);
 }
 
 use std::future::Future;

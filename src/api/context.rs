@@ -176,10 +176,10 @@ impl Context {
         }
     }
 
-    /// The current time on this tree's clock ([`StdClock`](crate::StdClock)
-    /// for trees under [`background`](Context::background) with `std`;
-    /// without `std` such trees have no clock and this is
-    /// [`Instant::ZERO`]).
+    /// The current time on this tree's clock. Trees under
+    /// [`background`](Context::background) use the target's default clock:
+    /// `StdClock` with `std`, `JsClock` on wasm32-unknown-unknown with `js`;
+    /// elsewhere they have no clock and this is [`Instant::ZERO`].
     pub fn now(&self) -> Instant {
         // SAFETY: our node is alive; the clock outlives the tree.
         unsafe { deadline::clock_of(self.node).map_or(Instant::ZERO, |c| (*c).now()) }
@@ -196,8 +196,9 @@ impl Context {
     /// * Otherwise the clock's timer ends it at `at`, whether or not anyone
     ///   polls or checks it.
     ///
-    /// Without `std`, a tree under [`background`](Context::background) has
-    /// no clock: its deadlines are reported but never fire. Use
+    /// Without `std` (and on wasm32-unknown-unknown without `js`), a tree
+    /// under [`background`](Context::background) has no clock: its
+    /// deadlines are reported but never fire. Use
     /// [`background_with_clock`](Context::background_with_clock).
     ///
     /// ```
@@ -541,7 +542,16 @@ impl Context {
     }
 
     /// Blocks the thread until the context is cancelled.
-    #[cfg(feature = "std")]
+    ///
+    /// Not on wasm32-unknown-unknown, where blocking the host's one thread
+    /// could never see a timer or another task cancel. On wasm without
+    /// threads (wasm32-wasip1) it sleeps, and fires
+    /// [`StdClock`](crate::StdClock)'s due deadlines itself (see
+    /// `docs/wasm.md`).
+    #[cfg(all(
+        feature = "std",
+        not(all(target_family = "wasm", target_os = "unknown"))
+    ))]
     pub fn wait(&self) -> Error {
         crate::api::blocking::wait(self)
     }
@@ -555,7 +565,10 @@ impl Context {
     /// let (ctx, _cancel) = Context::background().with_cancel();
     /// assert_eq!(ctx.wait_timeout(Duration::from_millis(1)), None);
     /// ```
-    #[cfg(feature = "std")]
+    #[cfg(all(
+        feature = "std",
+        not(all(target_family = "wasm", target_os = "unknown"))
+    ))]
     pub fn wait_timeout(&self, timeout: core::time::Duration) -> Option<Error> {
         crate::api::blocking::wait_timeout(self, timeout)
     }

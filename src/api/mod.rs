@@ -11,7 +11,10 @@
 
 #[cfg(feature = "alloc")]
 pub(crate) mod after_func;
-#[cfg(feature = "std")]
+#[cfg(all(
+    feature = "std",
+    not(all(target_family = "wasm", target_os = "unknown"))
+))]
 pub(crate) mod blocking;
 #[cfg(feature = "alloc")]
 pub(crate) mod cancel_handle;

@@ -24,6 +24,14 @@ use crate::clock::timer_queue::Timers;
 /// the same clock, and [`Context::background`](crate::Context::background)
 /// uses it.
 ///
+/// On wasm without threads (wasm32-wasip1) no thread can be started: time
+/// works, and due deadlines are fired by the blocking waits
+/// ([`Context::wait`](crate::Context::wait),
+/// [`wait_timeout`](crate::Context::wait_timeout)) while they sleep, or by
+/// your own loop calling `StdClock.timers().fire(&StdClock)` (see
+/// [`Timers::next_deadline`] for when). StdClock does not exist on
+/// wasm32-unknown-unknown, whose std has no clock (see `docs/wasm.md`).
+///
 /// ```
 /// use cancel_tree::{Context, Error};
 /// use std::time::Duration;
@@ -41,6 +49,11 @@ struct Service {
 
 struct Alarm {
     at: Option<Instant>,
+    /// The timer thread runs (never set without threads).
+    #[cfg_attr(
+        all(target_family = "wasm", not(target_feature = "atomics")),
+        allow(dead_code)
+    )]
     started: bool,
 }
 
@@ -79,6 +92,7 @@ impl Clock for StdClock {
     fn set_alarm(&self, at: Option<Instant>) {
         let mut st = state();
         st.at = at;
+        #[cfg(not(all(target_family = "wasm", not(target_feature = "atomics"))))]
         if at.is_some() && !st.started {
             let spawned = std::thread::Builder::new()
                 .name("cancel-tree-timer".into())
@@ -91,6 +105,30 @@ impl Clock for StdClock {
     }
 }
 
+/// Without threads (wasm32-wasip1) nothing but the one thread can fire the
+/// clock: a blocking wait calls this to sleep until the alarm or for
+/// `limit`, whichever is sooner (at most [`MAX_SLEEP`]), and then fires
+/// what is due.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+pub(crate) fn sleep_and_fire(limit: Option<Duration>) {
+    let now = StdClock.now();
+    let at = state().at;
+    let mut sleep = MAX_SLEEP;
+    if let Some(at) = at {
+        sleep = sleep.min(at - now);
+    }
+    if let Some(limit) = limit {
+        sleep = sleep.min(limit);
+    }
+    if !sleep.is_zero() {
+        std::thread::sleep(sleep);
+    }
+    if at.is_some_and(|at| StdClock.now() >= at) {
+        SERVICE.timers.fire(&StdClock);
+    }
+}
+
+#[cfg(not(all(target_family = "wasm", not(target_feature = "atomics"))))]
 fn timer_thread() {
     let mut st = state();
     loop {

@@ -127,7 +127,7 @@ pub(crate) unsafe fn free_clock_root(node: NodePtr) {
 }
 
 /// The clock of the tree `node` is in: the nearest deadline scope's or clock
-/// root's, else the default (`StdClock` with `std`, none without).
+/// root's, else the target's default (`crate::clock::default_clock`).
 ///
 /// # Safety
 /// `node` is a sentinel or alive.
@@ -151,14 +151,7 @@ pub(crate) unsafe fn clock_of(mut node: NodePtr) -> Option<*const dyn Clock> {
 }
 
 fn default_clock() -> Option<*const dyn Clock> {
-    #[cfg(all(feature = "std", not(cancel_tree_loom)))]
-    {
-        Some(&crate::clock::std_clock::STD_CLOCK as &dyn Clock as *const dyn Clock)
-    }
-    #[cfg(not(all(feature = "std", not(cancel_tree_loom))))]
-    {
-        None
-    }
+    crate::clock::default_clock().map(|c| c as *const dyn Clock)
 }
 
 /// The nearest deadline of the scope chain starting at `scope`.
