@@ -282,3 +282,29 @@ fn parents_cancel_while_merged_contexts_come_and_go() {
         assert_eq!(tag(&kept), Some(want));
     }
 }
+
+/// Value lookup through merged contexts whose parents share ancestors (a
+/// diamond per level) must not revisit those ancestors once per path: the
+/// depth-first search would take 2^levels steps for a value that is absent.
+#[test]
+fn value_lookup_through_diamonds_is_not_exponential() {
+    const LEVELS: usize = 48;
+    let mut ctx = Context::background().with_value(0u8);
+    let mut handles = Vec::new();
+    for _ in 0..LEVELS {
+        let (m, h) = ctx.merge(&ctx);
+        handles.push(h);
+        ctx = m;
+    }
+    // Found at once (first parent chain), as before.
+    assert_eq!(ctx.value::<u8>(), Some(&0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = ctx.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(probe.value::<u32>().is_none());
+    });
+    let absent = rx
+        .recv_timeout(Duration::from_secs(if cfg!(miri) { 600 } else { 10 }))
+        .expect("lookup of an absent value through 48 diamonds did not finish in 10 s");
+    assert!(absent);
+}
