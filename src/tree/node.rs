@@ -283,7 +283,9 @@ pub(crate) fn new_without_cancel_node(parent: NodePtr) -> NodePtr {
 /// Looks `T` up from `node` towards the root, iteratively. Past a merged
 /// scope the search goes depth first: its first parent's ancestors, then
 /// each other parent's, in order (a stack of the parents still to search is
-/// allocated only when a merged scope is met).
+/// allocated only when a merged scope is met). Each merged scope is searched
+/// from once, so a lookup is linear in the nodes above `node`, however many
+/// paths lead to them.
 ///
 /// # Safety
 /// `node` is a sentinel or alive, and stays alive for `'a`.
@@ -292,6 +294,13 @@ pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&
     let want = TypeId::of::<T>();
     #[cfg(feature = "alloc")]
     let mut later: alloc::vec::Vec<NodePtr> = alloc::vec::Vec::new();
+    // Merged scopes already searched from: the graph above a merged scope
+    // is a DAG whose paths can share ancestors (a diamond per level makes
+    // 2^levels paths). Meeting one again, every ancestor of it has been
+    // searched already (depth first, and no node is its own ancestor), so
+    // that path stops there. Allocates only when a merged scope is met.
+    #[cfg(feature = "alloc")]
+    let mut searched: alloc::collections::BTreeSet<usize> = alloc::collections::BTreeSet::new();
     loop {
         while is_heap(node) {
             // SAFETY: every ancestor of a live node is alive (children hold
@@ -307,6 +316,9 @@ pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&
                     }
                     #[cfg(feature = "alloc")]
                     state_word::KIND_MERGE => {
+                        if !searched.insert(node.addr()) {
+                            break; // searched from already (see above)
+                        }
                         later.extend(crate::tree::merge::other_parents(node.cast()).rev());
                     }
                     _ => {}
