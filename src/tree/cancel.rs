@@ -134,7 +134,19 @@ impl Queue {
     /// Cancels every queued merged scope (and what their walks queue in
     /// turn), keeping callbacks' panics in `panics`.
     fn drain(&mut self, panics: &mut Panics) {
+        /// The claim's reference on a popped scope, given back when dropped:
+        /// also if a callback's panic unwinds out of its cancel (without
+        /// `std` panics are not caught).
+        struct Claim(*const Scope);
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                // SAFETY: the claim's reference, given up once (its release
+                // may run user `Drop`).
+                unsafe { release::release(self.0.cast()) }
+            }
+        }
         while let Some((m, err, cause)) = self.0.pop() {
+            let claim = Claim(m);
             let forward = &mut self.0;
             // SAFETY: the claim's reference keeps `m` alive until released
             // below.
@@ -143,8 +155,7 @@ impl Queue {
                     walk(m, err, &cause, forward);
                 }
             });
-            // SAFETY: the claim's reference (its release may run user `Drop`).
-            panics.call(|| unsafe { release::release(m.cast()) });
+            panics.call(move || drop(claim));
         }
     }
 }
