@@ -308,3 +308,43 @@ fn value_lookup_through_diamonds_is_not_exponential() {
         .expect("lookup of an absent value through 48 diamonds did not finish in 10 s");
     assert!(absent);
 }
+
+/// A custom cause whose `Drop` panics, dropped with the merged context it
+/// ended: the panic goes on, but the merged context's other parents are
+/// still given back (as its first parent is), not leaked.
+#[test]
+fn a_panicking_cause_drop_does_not_leak_the_other_parents() {
+    #[derive(Debug)]
+    struct Bomb;
+    impl std::fmt::Display for Bomb {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bomb")
+        }
+    }
+    impl std::error::Error for Bomb {}
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("cause drop panics");
+        }
+    }
+    struct Drops(Arc<AtomicUsize>);
+    impl Drop for Drops {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (a, ah) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let (b, bh) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let (m, mh) = a.merge(&b);
+    mh.cancel_with(Bomb);
+    drop((a, ah, b, bh));
+    assert_eq!(dropped.load(Ordering::SeqCst), 0, "the merged context holds both");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop((m, mh))));
+    assert!(r.is_err(), "the cause's panic goes on");
+    assert_eq!(dropped.load(Ordering::SeqCst), 2, "both parents given back");
+}
