@@ -256,10 +256,13 @@ pub(crate) unsafe fn retire(m: *const MergeScope, word: usize, pending: &mut Pen
         }
         let (parent, now) = release::detach(m.cast(), true, word);
         let settle = release::SettleOnUnwind(parent);
-        (*m).scope.drop_cause(now);
         #[cfg(cancel_tree_shards)]
         crate::tree::shards::free(&(*m).scope);
+        // On the stack before the cause's `Drop` (user code) runs: if it
+        // panics, the caller's `Pending` still gives back the other
+        // parents' references and frees the node as it unwinds.
         pending.push(m);
+        (*m).scope.drop_cause(now);
         settle.defuse()
     }
 }
