@@ -723,13 +723,9 @@ fn merged_create_vs_other_parent_cancel() {
 /// was linked first and reached by the walk, or born under the ended parent
 /// (the parent was ended lock-free by `cancel()`, whose location is written
 /// right after the ending).
-///
-/// Fails today (no fix on this branch: see the review report): the child
-/// locks the parent between the lock-free ending's compare-and-swap and its
-/// location store, inherits no location, and keeps none for good. Run with
-/// `--ignored`.
+/// (A child that locks the parent between that compare-and-swap and the
+/// location's store reads the location from its parent: `INHERIT`.)
 #[test]
-#[ignore = "known failure: a child born in the lock-free ending's window keeps no location"]
 fn lock_free_cancel_vs_derive_location() {
     loom::model(|| {
         let (ctx, h) = Context::background().with_cancel();
@@ -786,10 +782,8 @@ fn merged_same_parent_twice_cancel_vs_drop() {
 
 /// The same window for an inner node a walk ends without its lock
 /// (`try_end_inner`, location written right after): a grandchild derived
-/// under it meanwhile reports the walk's location. Fails like
-/// `lock_free_cancel_vs_derive_location`.
+/// under it meanwhile reports the walk's location.
 #[test]
-#[ignore = "known failure: a child born in the lock-free ending's window keeps no location"]
 fn walk_lock_free_inner_vs_derive_location() {
     loom::model(|| {
         let (root, h) = Context::background().with_cancel();
