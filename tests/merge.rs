@@ -343,7 +343,11 @@ fn a_panicking_cause_drop_does_not_leak_the_other_parents() {
     let (m, mh) = a.merge(&b);
     mh.cancel_with(Bomb);
     drop((a, ah, b, bh));
-    assert_eq!(dropped.load(Ordering::SeqCst), 0, "the merged context holds both");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        0,
+        "the merged context holds both"
+    );
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop((m, mh))));
     assert!(r.is_err(), "the cause's panic goes on");
     assert_eq!(dropped.load(Ordering::SeqCst), 2, "both parents given back");
