@@ -352,3 +352,36 @@ fn a_panicking_cause_drop_does_not_leak_the_other_parents() {
     assert!(r.is_err(), "the cause's panic goes on");
     assert_eq!(dropped.load(Ordering::SeqCst), 2, "both parents given back");
 }
+
+/// `merge_all` runs the caller's iterator; if it panics half way, the
+/// references already taken on the parents it yielded are given back.
+#[test]
+fn a_panicking_parents_iterator_leaks_no_parent() {
+    struct Drops(Arc<AtomicUsize>);
+    impl Drop for Drops {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    struct ThenPanic<'a>(Option<&'a Context>);
+    impl<'a> Iterator for ThenPanic<'a> {
+        type Item = &'a Context;
+        fn next(&mut self) -> Option<&'a Context> {
+            match self.0.take() {
+                Some(c) => Some(c),
+                None => panic!("the parents' iterator panics"),
+            }
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (a, ah) = Context::background().with_cancel();
+    let (b, bh) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Context::merge_all(&a, ThenPanic(Some(&b)))
+    }));
+    assert!(r.is_err());
+    drop((a, ah, b, bh));
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "b was not leaked");
+}
