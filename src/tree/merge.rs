@@ -84,10 +84,21 @@ pub(crate) unsafe fn new(
     scope: *const Scope,
     others: impl IntoIterator<Item = (NodePtr, *const Scope)>,
 ) -> *const Scope {
+    /// The links built so far: their parent references are given back if
+    /// the caller's iterator (user code) panics before the node owns them.
+    struct Taken(Vec<MergeLink>);
+    impl Drop for Taken {
+        fn drop(&mut self) {
+            for l in self.0.drain(..) {
+                // SAFETY: the reference taken below, given up once.
+                unsafe { release::release(l.parent) };
+            }
+        }
+    }
     let mut others_deadline: Option<Instant> = None;
     let others = others.into_iter();
     // Exact for slices and arrays, so the boxed slice below is not a copy.
-    let mut links = Vec::with_capacity(others.size_hint().0);
+    let mut links = Taken(Vec::with_capacity(others.size_hint().0));
     for (n, s) in others {
         // SAFETY: (caller) `s` is alive while `n` is.
         if let Some(d) = unsafe { crate::tree::deadline::deadline_of(s) } {
@@ -95,13 +106,14 @@ pub(crate) unsafe fn new(
         }
         // SAFETY: (caller) we hold a reference on `n`; the link takes one.
         unsafe { release::acquire(n) };
-        links.push(MergeLink {
+        links.0.push(MergeLink {
             link: WaitLink::new(KIND_MERGE),
             merged: ptr::null(),
             parent: n,
             parent_scope: s,
         });
     }
+    let links = core::mem::take(&mut links.0);
     let held = links.len();
     let m: *mut MergeScope = Box::into_raw(Box::new(MergeScope {
         scope: Scope::new(state_word::KIND_MERGE | (2 * REF_ONE), node),
