@@ -798,3 +798,26 @@ fn walk_lock_free_inner_vs_derive_location() {
         assert_eq!(late.cancel_location(), at);
     });
 }
+
+/// Review: two other parents cancelled at once; whichever walk claims the
+/// merged context first, the cancel that ended the *other* parent must not
+/// return before the merged context reports cancelled (the guarantee
+/// `merge_all` documents).
+#[test]
+fn merged_other_parent_cancel_returns_after_merged_cancelled() {
+    loom::model(|| {
+        let (a, _ah) = Context::background().with_cancel();
+        let (b, bh) = Context::background().with_cancel();
+        let (c, ch) = Context::background().with_cancel();
+        let (m, _mh) = Context::merge_all(&a, [&b, &c]);
+        let m2 = m.clone();
+        let t = thread::spawn(move || {
+            ch.cancel();
+            assert!(m2.is_cancelled(), "c's cancel returned");
+        });
+        bh.cancel();
+        assert!(m.is_cancelled(), "b's cancel returned");
+        t.join().unwrap();
+        drop((b, c));
+    });
+}

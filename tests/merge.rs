@@ -385,3 +385,38 @@ fn a_panicking_parents_iterator_leaks_no_parent() {
     drop((a, ah, b, bh));
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "b was not leaked");
 }
+
+/// Another parent's walk has claimed the merged context (it is queued on
+/// that cancel, not cancelled yet) when a second parent is cancelled: when
+/// the cancel that ended the second parent returns, the merged context must
+/// report cancelled (as `merge_all` documents), not wait for the first
+/// walk to finish its callbacks. Here the first walk's next callback is the
+/// one that cancels the second parent.
+#[test]
+fn a_parent_cancel_returns_with_the_merged_context_cancelled_even_if_another_walk_claimed_it() {
+    let (a, _ah) = Context::background().with_cancel();
+    let (b, bh) = Context::background().with_cancel();
+    let (c, ch) = Context::background().with_cancel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let m_slot: Arc<std::sync::Mutex<Option<Context>>> = Arc::default();
+    let (s, slot) = (seen.clone(), m_slot.clone());
+    // Registered before the merge: the merged context's entry is pushed in
+    // front of it, so c's walk claims the merged context first, then runs
+    // this.
+    let _f = c.after_func(move || {
+        bh.cancel(); // ends b; b's walk finds the merged context claimed
+        let m = slot.lock().unwrap();
+        let cancelled = m.as_ref().unwrap().is_cancelled();
+        s.store(if cancelled { 1 } else { 2 }, Ordering::SeqCst);
+    });
+    let (m, _mh) = Context::merge_all(&a, [&b, &c]);
+    *m_slot.lock().unwrap() = Some(m.clone());
+    ch.cancel();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "when b's cancel returned, the merged context was not cancelled"
+    );
+    assert!(m.is_cancelled());
+    drop(b);
+}
