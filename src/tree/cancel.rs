@@ -515,16 +515,14 @@ impl Notifier<'_> {
                     }
                     #[cfg(feature = "alloc")]
                     waiter_list::KIND_MERGE => {
-                        // Claimed under the lock (or found claimed or dying).
+                        // Claimed under the lock (or found dying).
                         // SAFETY: lock held; a merge link we popped.
                         let merged = unsafe { crate::tree::merge::claim(link) };
                         drop(guard);
-                        if let Some(m) = merged {
-                            // `x` ended (CANCELLED is set): its err and cause.
-                            let w = x.hdr.word.load();
-                            let err = state_word::err_of(w).unwrap_or(Error::Canceled);
+                        if let Some(l) = merged {
+                            // Cancelled with `x`'s ending when drained.
                             // SAFETY: claimed: queued with its reference.
-                            unsafe { self.forward.push(m, err, x.read_cause(w)) };
+                            unsafe { self.forward.push(l) };
                         }
                     }
                     #[cfg(feature = "alloc")]
