@@ -717,3 +717,107 @@ fn merged_create_vs_other_parent_cancel() {
         assert!(!a.is_cancelled());
     });
 }
+
+/// Where a cancel was called: a child derived while its parent is being
+/// cancelled reports the parent's location once both are done, whether it
+/// was linked first and reached by the walk, or born under the ended parent
+/// (the parent was ended lock-free by `cancel()`, whose location is written
+/// right after the ending).
+/// (A child that locks the parent between that compare-and-swap and the
+/// location's store reads the location from its parent: `INHERIT`.)
+#[test]
+fn lock_free_cancel_vs_derive_location() {
+    loom::model(|| {
+        let (ctx, h) = Context::background().with_cancel();
+        let t = thread::spawn(move || h.cancel());
+        let (child, _ch) = ctx.with_cancel();
+        t.join().unwrap();
+        let parent_at = ctx.cancel_location();
+        assert!(parent_at.is_some(), "cancel() records its caller");
+        assert_eq!(child.cancel_location(), parent_at, "the child's location");
+    });
+}
+
+/// Review: a custom cause forwarded to a merged context whose last holder
+/// drops it meanwhile: the cause is released exactly once (node cell and
+/// forward cell), every parent freed once, no freed node touched.
+#[test]
+fn merged_forward_custom_cause_vs_drop() {
+    loom::model(|| {
+        let cause_drops = Arc::new(AtomicUsize::new(0));
+        let (a, ah, a_drops) = counted_scope();
+        let (b, bh, b_drops) = counted_scope();
+        let (m, mh) = a.merge(&b);
+        mh.detach();
+        drop((a, b));
+        let c = cause_drops.clone();
+        let t = thread::spawn(move || bh.cancel_with(CountedCause(c)));
+        drop(m);
+        t.join().unwrap();
+        drop(ah);
+        assert_eq!(a_drops.load(Ordering::SeqCst), 1);
+        assert_eq!(b_drops.load(Ordering::SeqCst), 1);
+        assert_eq!(cause_drops.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Review: the same context passed twice (two entries in one waiter list)
+/// while it is cancelled and the merged context is dropped.
+#[test]
+fn merged_same_parent_twice_cancel_vs_drop() {
+    loom::model(|| {
+        let (b, bh, b_drops) = counted_scope();
+        let (m, mh) = Context::merge_all(&b, [&b, &b]);
+        mh.detach();
+        let (k, kh) = m.with_cancel();
+        drop(b);
+        let t = thread::spawn(move || bh.cancel_with(Tag(3)));
+        drop(m);
+        t.join().unwrap();
+        assert_eq!(tag_of(&k), Some(3));
+        drop((k, kh));
+        assert_eq!(b_drops.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The same window for an inner node a walk ends without its lock
+/// (`try_end_inner`, location written right after): a grandchild derived
+/// under it meanwhile reports the walk's location.
+#[test]
+fn walk_lock_free_inner_vs_derive_location() {
+    loom::model(|| {
+        let (root, h) = Context::background().with_cancel();
+        let (mid, _mh) = root.with_cancel();
+        let (_leaf, _lh) = mid.with_cancel();
+        let t = thread::spawn(move || h.cancel());
+        let (late, _late_h) = mid.with_cancel();
+        t.join().unwrap();
+        let at = root.cancel_location();
+        assert!(at.is_some());
+        assert_eq!(mid.cancel_location(), at);
+        assert_eq!(late.cancel_location(), at);
+    });
+}
+
+/// Review: two other parents cancelled at once; whichever walk claims the
+/// merged context first, the cancel that ended the *other* parent must not
+/// return before the merged context reports cancelled (the guarantee
+/// `merge_all` documents).
+#[test]
+fn merged_other_parent_cancel_returns_after_merged_cancelled() {
+    loom::model(|| {
+        let (a, _ah) = Context::background().with_cancel();
+        let (b, bh) = Context::background().with_cancel();
+        let (c, ch) = Context::background().with_cancel();
+        let (m, _mh) = Context::merge_all(&a, [&b, &c]);
+        let m2 = m.clone();
+        let t = thread::spawn(move || {
+            ch.cancel();
+            assert!(m2.is_cancelled(), "c's cancel returned");
+        });
+        bh.cancel();
+        assert!(m.is_cancelled(), "b's cancel returned");
+        t.join().unwrap();
+        drop((b, c));
+    });
+}

@@ -283,3 +283,141 @@ fn parents_cancel_while_merged_contexts_come_and_go() {
         assert_eq!(tag(&kept), Some(want));
     }
 }
+
+/// Value lookup through merged contexts whose parents share ancestors (a
+/// diamond per level) must not revisit those ancestors once per path: the
+/// depth-first search would take 2^levels steps for a value that is absent.
+#[test]
+fn value_lookup_through_diamonds_is_not_exponential() {
+    const LEVELS: usize = 48;
+    let mut ctx = Context::background().with_value(0u8);
+    let mut handles = Vec::new();
+    for _ in 0..LEVELS {
+        let (m, h) = ctx.merge(&ctx);
+        handles.push(h);
+        ctx = m;
+    }
+    // Found at once (first parent chain), as before.
+    assert_eq!(ctx.value::<u8>(), Some(&0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = ctx.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(probe.value::<u32>().is_none());
+    });
+    let absent = rx
+        .recv_timeout(Duration::from_secs(if cfg!(miri) { 600 } else { 10 }))
+        .expect("lookup of an absent value through 48 diamonds did not finish in 10 s");
+    assert!(absent);
+}
+
+/// A custom cause whose `Drop` panics, dropped with the merged context it
+/// ended: the panic goes on, but the merged context's other parents are
+/// still given back (as its first parent is), not leaked.
+#[test]
+fn a_panicking_cause_drop_does_not_leak_the_other_parents() {
+    #[derive(Debug)]
+    struct Bomb;
+    impl std::fmt::Display for Bomb {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bomb")
+        }
+    }
+    impl std::error::Error for Bomb {}
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("cause drop panics");
+        }
+    }
+    struct Drops(Arc<AtomicUsize>);
+    impl Drop for Drops {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (a, ah) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let (b, bh) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let (m, mh) = a.merge(&b);
+    mh.cancel_with(Bomb);
+    drop((a, ah, b, bh));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        0,
+        "the merged context holds both"
+    );
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop((m, mh))));
+    assert!(r.is_err(), "the cause's panic goes on");
+    assert_eq!(dropped.load(Ordering::SeqCst), 2, "both parents given back");
+}
+
+/// `merge_all` runs the caller's iterator; if it panics half way, the
+/// references already taken on the parents it yielded are given back.
+#[test]
+fn a_panicking_parents_iterator_leaks_no_parent() {
+    struct Drops(Arc<AtomicUsize>);
+    impl Drop for Drops {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    struct ThenPanic<'a>(Option<&'a Context>);
+    impl<'a> Iterator for ThenPanic<'a> {
+        type Item = &'a Context;
+        fn next(&mut self) -> Option<&'a Context> {
+            match self.0.take() {
+                Some(c) => Some(c),
+                None => panic!("the parents' iterator panics"),
+            }
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (a, ah) = Context::background().with_cancel();
+    let (b, bh) = Context::background()
+        .with_value(Drops(dropped.clone()))
+        .with_cancel();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Context::merge_all(&a, ThenPanic(Some(&b)))
+    }));
+    assert!(r.is_err());
+    drop((a, ah, b, bh));
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "b was not leaked");
+}
+
+/// Another parent's walk has claimed the merged context (it is queued on
+/// that cancel, not cancelled yet) when a second parent is cancelled: when
+/// the cancel that ended the second parent returns, the merged context must
+/// report cancelled (as `merge_all` documents), not wait for the first
+/// walk to finish its callbacks. Here the first walk's next callback is the
+/// one that cancels the second parent.
+#[test]
+fn a_parent_cancel_returns_with_the_merged_context_cancelled_even_if_another_walk_claimed_it() {
+    let (a, _ah) = Context::background().with_cancel();
+    let (b, bh) = Context::background().with_cancel();
+    let (c, ch) = Context::background().with_cancel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let m_slot: Arc<std::sync::Mutex<Option<Context>>> = Arc::default();
+    let (s, slot) = (seen.clone(), m_slot.clone());
+    // Registered before the merge: the merged context's entry is pushed in
+    // front of it, so c's walk claims the merged context first, then runs
+    // this.
+    let _f = c.after_func(move || {
+        bh.cancel(); // ends b; b's walk finds the merged context claimed
+        let m = slot.lock().unwrap();
+        let cancelled = m.as_ref().unwrap().is_cancelled();
+        s.store(if cancelled { 1 } else { 2 }, Ordering::SeqCst);
+    });
+    let (m, _mh) = Context::merge_all(&a, [&b, &c]);
+    *m_slot.lock().unwrap() = Some(m.clone());
+    ch.cancel();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "when b's cancel returned, the merged context was not cancelled"
+    );
+    assert!(m.is_cancelled());
+    drop(b);
+}

@@ -88,3 +88,38 @@ fn one_million_merges_chained_through_their_other_parents() {
         drop(leaf);
     });
 }
+
+/// A chain born under an ended scope (each child copies its parent's
+/// ending): deriving and reading a cause stay O(1) per node, whatever the
+/// depth, and each reports the location of the cancel that ended the root.
+#[test]
+#[cfg_attr(miri, ignore = "1M nodes: native only")]
+fn one_million_deep_chain_born_cancelled() {
+    on_small_stack(SMALL_STACK, || {
+        for tracked in [false, true] {
+            let (root, cancel) = Context::background().with_cancel();
+            let line = line!() + 2;
+            if tracked {
+                cancel.cancel();
+            } else {
+                drop(cancel); // records no location
+            }
+            let start = std::time::Instant::now();
+            let mut leaf = root.clone();
+            for _ in 0..1_000_000 {
+                let (c, h) = leaf.with_cancel();
+                h.detach();
+                leaf = c;
+                assert_eq!(
+                    leaf.cancel_location().map(|l| l.line()),
+                    tracked.then_some(line)
+                );
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "linear in the depth"
+            );
+            drop(leaf);
+        }
+    });
+}

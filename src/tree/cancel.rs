@@ -134,7 +134,19 @@ impl Queue {
     /// Cancels every queued merged scope (and what their walks queue in
     /// turn), keeping callbacks' panics in `panics`.
     fn drain(&mut self, panics: &mut Panics) {
+        /// The claim's reference on a popped scope, given back when dropped:
+        /// also if a callback's panic unwinds out of its cancel (without
+        /// `std` panics are not caught).
+        struct Claim(*const Scope);
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                // SAFETY: the claim's reference, given up once (its release
+                // may run user `Drop`).
+                unsafe { release::release(self.0.cast()) }
+            }
+        }
         while let Some((m, err, cause)) = self.0.pop() {
+            let claim = Claim(m);
             let forward = &mut self.0;
             // SAFETY: the claim's reference keeps `m` alive until released
             // below.
@@ -143,8 +155,7 @@ impl Queue {
                     walk(m, err, &cause, forward);
                 }
             });
-            // SAFETY: the claim's reference (its release may run user `Drop`).
-            panics.call(|| unsafe { release::release(m.cast()) });
+            panics.call(move || drop(claim));
         }
     }
 }
@@ -504,16 +515,14 @@ impl Notifier<'_> {
                     }
                     #[cfg(feature = "alloc")]
                     waiter_list::KIND_MERGE => {
-                        // Claimed under the lock (or found claimed or dying).
+                        // Claimed under the lock (or found dying).
                         // SAFETY: lock held; a merge link we popped.
                         let merged = unsafe { crate::tree::merge::claim(link) };
                         drop(guard);
-                        if let Some(m) = merged {
-                            // `x` ended (CANCELLED is set): its err and cause.
-                            let w = x.hdr.word.load();
-                            let err = state_word::err_of(w).unwrap_or(Error::Canceled);
+                        if let Some(l) = merged {
+                            // Cancelled with `x`'s ending when drained.
                             // SAFETY: claimed: queued with its reference.
-                            unsafe { self.forward.push(m, err, x.read_cause(w)) };
+                            unsafe { self.forward.push(l) };
                         }
                     }
                     #[cfg(feature = "alloc")]

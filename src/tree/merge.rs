@@ -7,13 +7,16 @@
 //! every **other** parent it holds a [`MergeLink`]: a reference on that
 //! parent's node and an entry in the waiter list of the parent's scope. When
 //! such a parent is cancelled, its walk's notify phase pops the entry and,
-//! still under the parent's lock, claims the merged scope ([`claim`]): the
-//! first walk to claim it takes a reference on it (a scope whose count
-//! already reached zero is being freed and is skipped) and queues it, with
-//! the parent's error and cause, on its [`Forward`] queue. The outermost
-//! `cancel` call drains that queue in a loop once its own walk is done, so a
-//! chain of merged scopes is cancelled without nesting, and before that
-//! `cancel` returns. The first ending wins, as everywhere.
+//! still under the parent's lock, claims the merged scope ([`claim`]): it
+//! takes a reference on it (a scope whose count already reached zero is
+//! being freed and is skipped) and queues the entry on its [`Forward`]
+//! queue. Every walk that pops an entry does so, so each parent's cancel
+//! forwards its own ending (an entry is popped once, so its queue link is
+//! that walk's). The outermost `cancel` call drains that queue in a loop
+//! once its own walk is done, cancelling the merged scope with that
+//! parent's error and cause, so a chain of merged scopes is cancelled
+//! without nesting, and before that `cancel` returns. The first ending
+//! wins, as everywhere.
 //!
 //! All links live in one allocation beside the node (two in all). When the merged scope
 //! is freed it takes each other parent's lock and unlinks its entry if it is
@@ -28,7 +31,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr;
 
-use crate::raw::sync::{AtomicU8, Ordering, UnsafeCell};
+use crate::raw::sync::UnsafeCell;
 use crate::tree::node::{NodePtr, Scope};
 use crate::tree::release::{self, Parent};
 use crate::tree::state_word::{self, CANCELLED, REF_ONE};
@@ -47,13 +50,6 @@ pub(crate) struct MergeScope {
     /// How many of `others`' parent references are still held; counted down
     /// by the free path (only the freeing thread touches it).
     held: UnsafeCell<usize>,
-    /// Set by the first walk that claims the scope to forward a parent's
-    /// ending; later claims skip it (its ending is on its way).
-    claimed: AtomicU8,
-    /// That walk's error and cause, and the next entry of its queue: owned
-    /// by the claiming walk until it cancels the scope.
-    forward: UnsafeCell<Option<(Error, Cause)>>,
-    forward_next: UnsafeCell<*const MergeScope>,
 }
 
 /// A merged scope's entry in one other parent's waiter list.
@@ -69,6 +65,9 @@ pub(crate) struct MergeLink {
     /// That node's nearest scope; null if it can never be cancelled (then
     /// the entry is never linked).
     parent_scope: *const Scope,
+    /// The next entry of the [`Forward`] queue of the walk that popped this
+    /// one (popped once, so owned by that walk).
+    forward_next: UnsafeCell<*const MergeLink>,
 }
 
 /// Builds a merged scope under its first parent `(node, scope)` and the
@@ -84,10 +83,21 @@ pub(crate) unsafe fn new(
     scope: *const Scope,
     others: impl IntoIterator<Item = (NodePtr, *const Scope)>,
 ) -> *const Scope {
+    /// The links built so far: their parent references are given back if
+    /// the caller's iterator (user code) panics before the node owns them.
+    struct Taken(Vec<MergeLink>);
+    impl Drop for Taken {
+        fn drop(&mut self) {
+            for l in self.0.drain(..) {
+                // SAFETY: the reference taken below, given up once.
+                unsafe { release::release(l.parent) };
+            }
+        }
+    }
     let mut others_deadline: Option<Instant> = None;
     let others = others.into_iter();
     // Exact for slices and arrays, so the boxed slice below is not a copy.
-    let mut links = Vec::with_capacity(others.size_hint().0);
+    let mut links = Taken(Vec::with_capacity(others.size_hint().0));
     for (n, s) in others {
         // SAFETY: (caller) `s` is alive while `n` is.
         if let Some(d) = unsafe { crate::tree::deadline::deadline_of(s) } {
@@ -95,22 +105,21 @@ pub(crate) unsafe fn new(
         }
         // SAFETY: (caller) we hold a reference on `n`; the link takes one.
         unsafe { release::acquire(n) };
-        links.push(MergeLink {
+        links.0.push(MergeLink {
             link: WaitLink::new(KIND_MERGE),
             merged: ptr::null(),
             parent: n,
             parent_scope: s,
+            forward_next: UnsafeCell::new(ptr::null()),
         });
     }
+    let links = core::mem::take(&mut links.0);
     let held = links.len();
     let m: *mut MergeScope = Box::into_raw(Box::new(MergeScope {
         scope: Scope::new(state_word::KIND_MERGE | (2 * REF_ONE), node),
         others_deadline,
         others: links.into_boxed_slice(),
         held: UnsafeCell::new(held),
-        claimed: AtomicU8::new(0),
-        forward: UnsafeCell::new(None),
-        forward_next: UnsafeCell::new(ptr::null()),
     }));
     // SAFETY: fresh and unshared, so `m` is the only pointer to it; the
     // links' memory is stable (boxed).
@@ -159,37 +168,27 @@ pub(crate) unsafe fn new(
     s
 }
 
-/// Claims the merged scope of a link the caller just popped: `None` if
-/// another walk already claimed it (its ending is on its way) or it is being
-/// freed (its free path then waits on the lock the caller holds to find the
-/// link popped, and never touches it again). Otherwise a reference is taken
-/// for the caller, who queues the scope on its [`Forward`].
+/// Claims the merged scope of a link the caller just popped: `None` if it is
+/// being freed (its free path then waits on the lock the caller holds to
+/// find the link popped, and never touches it again). Otherwise a reference
+/// is taken for the caller, who queues the link on its [`Forward`].
 ///
 /// # Safety
 /// The caller holds the lock of the scope whose list the `KIND_MERGE` link
 /// `link` was just popped from.
-pub(crate) unsafe fn claim(link: *const WaitLink) -> Option<*const MergeScope> {
+pub(crate) unsafe fn claim(link: *const WaitLink) -> Option<*const MergeLink> {
     let l = link.cast::<MergeLink>();
     // SAFETY: (caller) the link is alive until its merged scope is freed,
-    // which waits for this lock; `MergeLink` is repr(C), link first.
-    unsafe {
-        let m = (*l).merged;
-        // The flag first: a reference taken and then given back here could
-        // be the last, and freeing needs the lock the caller holds.
-        if (*m).claimed.swap(1, Ordering::AcqRel) != 0 {
-            return None;
-        }
-        if (*m).scope.hdr.word.try_acquire_ref() {
-            Some(m)
-        } else {
-            None
-        }
-    }
+    // which waits for this lock; `MergeLink` is repr(C), link first. No
+    // reference is given back here (it could be the last, and freeing needs
+    // the lock the caller holds).
+    unsafe { (*(*l).merged).scope.hdr.word.try_acquire_ref().then_some(l) }
 }
 
-/// Merged scopes a cancel walk claimed, to cancel once the walk is done: a
-/// stack threaded through the scopes (each is on at most one, by its claim).
-pub(crate) struct Forward(*const MergeScope);
+/// The entries a cancel walk popped and claimed, whose merged scopes are
+/// cancelled once the walk is done: a stack threaded through the entries
+/// (each is on at most one, by the walk that popped it).
+pub(crate) struct Forward(*const MergeLink);
 
 impl Forward {
     pub(crate) const fn new() -> Forward {
@@ -201,31 +200,32 @@ impl Forward {
         self.0.is_null()
     }
 
-    /// Queues a claimed scope with the ending to forward.
+    /// Queues a claimed entry.
     ///
     /// # Safety
-    /// `m` came from [`claim`] (its reference goes with it).
-    pub(crate) unsafe fn push(&mut self, m: *const MergeScope, err: Error, cause: Cause) {
-        // SAFETY: (caller) the claim makes these cells ours.
-        unsafe {
-            (*m).forward.with_mut(|f| *f = Some((err, cause)));
-            (*m).forward_next.with_mut(|n| *n = self.0);
-        }
-        self.0 = m;
+    /// `l` came from [`claim`] (the merged scope's reference goes with it).
+    pub(crate) unsafe fn push(&mut self, l: *const MergeLink) {
+        // SAFETY: (caller) popped by this walk, so the cell is ours.
+        unsafe { (*l).forward_next.with_mut(|n| *n = self.0) };
+        self.0 = l;
     }
 
-    /// The next queued scope (its claim's reference goes to the caller),
-    /// with the ending to give it.
+    /// The next queued merged scope (its claim's reference goes to the
+    /// caller), with the ending of the parent whose entry it was.
     pub(crate) fn pop(&mut self) -> Option<(*const Scope, Error, Cause)> {
         if self.0.is_null() {
             return None;
         }
-        let m = self.0;
-        // SAFETY: queued, so claimed by us and alive (the claim's reference).
+        let l = self.0;
+        // SAFETY: queued, so claimed by us: the claim's reference keeps the
+        // merged scope, its links, and (through the link's reference) the
+        // parent scope alive; that parent has ended (its walk popped `l`).
         unsafe {
-            self.0 = (*m).forward_next.with(|n| *n);
-            let (err, cause) = (*m).forward.with_mut(|f| (*f).take())?;
-            Some((m.cast(), err, cause))
+            self.0 = (*l).forward_next.with(|n| *n);
+            let parent = &*(*l).parent_scope;
+            let w = parent.hdr.word.load();
+            let err = state_word::err_of(w).unwrap_or(Error::Canceled);
+            Some(((*l).merged.cast(), err, parent.read_cause(w)))
         }
     }
 }
@@ -256,10 +256,13 @@ pub(crate) unsafe fn retire(m: *const MergeScope, word: usize, pending: &mut Pen
         }
         let (parent, now) = release::detach(m.cast(), true, word);
         let settle = release::SettleOnUnwind(parent);
-        (*m).scope.drop_cause(now);
         #[cfg(cancel_tree_shards)]
         crate::tree::shards::free(&(*m).scope);
+        // On the stack before the cause's `Drop` (user code) runs: if it
+        // panics, the caller's `Pending` still gives back the other
+        // parents' references and frees the node as it unwinds.
         pending.push(m);
+        (*m).scope.drop_cause(now);
         settle.defuse()
     }
 }

@@ -70,8 +70,9 @@ pub(crate) struct Scope {
     /// invariant 2). Without it: where the cancel that ended the scope was
     /// called (a `&'static Location`), or null; written under the lock
     /// before the ending is published, or right after a lock-free ending by
-    /// the thread whose ending won (`Release`, read with `Acquire`). Read
-    /// only after seeing `CANCELLED`.
+    /// the thread whose ending won (`Release`, read with `Acquire`); or
+    /// an [`INHERIT`]-tagged ancestor scope in a child born under its ended
+    /// parent. Read only after seeing `CANCELLED`.
     pub(crate) cause: AtomicPtr<()>,
     /// The shard array, installed the first time two threads derive from
     /// this scope at once (see [`shards`](crate::tree::shards)); null until
@@ -158,7 +159,7 @@ impl Scope {
         // Without `alloc` no custom cause can exist, so the bit is never set.
         // Acquire: pairs with `record_location`'s Release (the other writers
         // are published by the ending's Release RMW, seen by `word`).
-        let raw = self.cause.load(Ordering::Acquire);
+        let mut raw = self.cause.load(Ordering::Acquire);
         #[cfg(feature = "alloc")]
         if word & CAUSE_CUSTOM != 0 {
             // SAFETY: the cell was written before CANCELLED was published
@@ -166,6 +167,15 @@ impl Scope {
             // from `Arc::into_raw` and the node still owns that reference,
             // so taking another one is sound.
             return Cause(Repr::Custom(unsafe { Arc::<CustomCause>::clone_raw(raw) }));
+        }
+        if raw.addr() & INHERIT != 0 {
+            // Born under an ended scope: its location is that scope's
+            // (`inherit_end`). One step: that scope's cell is never tagged.
+            let origin = raw.map_addr(|a| a & !INHERIT).cast::<Scope>();
+            // SAFETY: `origin` is an ancestor scope, alive while `self` is
+            // (a node holds its parent; a `LocalScope` borrows it).
+            raw = unsafe { (*origin).cause.load(Ordering::Acquire) };
+            debug_assert_eq!(raw.addr() & INHERIT, 0);
         }
         let kind = if word & state_word::CAUSE_DEADLINE != 0 {
             crate::Error::DeadlineExceeded
@@ -181,9 +191,31 @@ impl Scope {
 
     /// Copies the ending of `from` (cancelled, word `from_word`) into `self`,
     /// which is not yet shared: a child born under a cancelled parent.
+    ///
+    /// `from` is an ancestor scope of `self` (its parent's scope). A kind
+    /// cause with no location yet may be a lock-free ending whose winner
+    /// writes the location right after its compare-and-swap
+    /// (`record_location`): the child then keeps a pointer to the scope
+    /// that ended, tagged [`INHERIT`], and reads the location there when
+    /// asked, rather than keep none for good. The scope that ended is
+    /// `from`, or the one `from` itself was born under: one step, however
+    /// long a chain of born-cancelled scopes.
     pub(crate) fn inherit_end(&self, from: &Scope, from_word: usize) {
         let cause = from.read_cause(from_word);
-        self.write_cause(&cause);
+        if matches!(cause.0, Repr::Kind(_, None)) {
+            let raw = from.cause.load(Ordering::Acquire);
+            let origin = if raw.addr() & INHERIT != 0 {
+                raw
+            } else {
+                (from as *const Scope)
+                    .cast::<()>()
+                    .cast_mut()
+                    .map_addr(|a| a | INHERIT)
+            };
+            self.cause.store(origin, Ordering::Relaxed);
+        } else {
+            self.write_cause(&cause);
+        }
         self.hdr.word.set_unshared(from_word & END_BITS);
     }
 
@@ -208,6 +240,12 @@ impl Scope {
         }
     }
 }
+
+/// The tag of a cause cell that holds, beside a kind cause, a pointer to
+/// the ancestor scope whose location is this node's (see
+/// [`Scope::inherit_end`]): the low bit, which a `Scope` or a `Location`
+/// (both aligned to more than 1) never has.
+const INHERIT: usize = 1;
 
 /// The nearest cancellation scope of `node` itself (null if it cannot be
 /// cancelled).
@@ -283,7 +321,9 @@ pub(crate) fn new_without_cancel_node(parent: NodePtr) -> NodePtr {
 /// Looks `T` up from `node` towards the root, iteratively. Past a merged
 /// scope the search goes depth first: its first parent's ancestors, then
 /// each other parent's, in order (a stack of the parents still to search is
-/// allocated only when a merged scope is met).
+/// allocated only when a merged scope is met). Each merged scope is searched
+/// from once, so a lookup is linear in the nodes above `node`, however many
+/// paths lead to them.
 ///
 /// # Safety
 /// `node` is a sentinel or alive, and stays alive for `'a`.
@@ -292,6 +332,13 @@ pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&
     let want = TypeId::of::<T>();
     #[cfg(feature = "alloc")]
     let mut later: alloc::vec::Vec<NodePtr> = alloc::vec::Vec::new();
+    // Merged scopes already searched from: the graph above a merged scope
+    // is a DAG whose paths can share ancestors (a diamond per level makes
+    // 2^levels paths). Meeting one again, every ancestor of it has been
+    // searched already (depth first, and no node is its own ancestor), so
+    // that path stops there. Allocates only when a merged scope is met.
+    #[cfg(feature = "alloc")]
+    let mut searched: alloc::collections::BTreeSet<usize> = alloc::collections::BTreeSet::new();
     loop {
         while is_heap(node) {
             // SAFETY: every ancestor of a live node is alive (children hold
@@ -307,6 +354,9 @@ pub(crate) unsafe fn lookup_value<'a, T: 'static>(mut node: NodePtr) -> Option<&
                     }
                     #[cfg(feature = "alloc")]
                     state_word::KIND_MERGE => {
+                        if !searched.insert(node.addr()) {
+                            break; // searched from already (see above)
+                        }
                         later.extend(crate::tree::merge::other_parents(node.cast()).rev());
                     }
                     _ => {}
