@@ -174,6 +174,16 @@ fn a_custom_cause_keeps_the_first_location_it_was_cancelled_with() {
 }
 
 #[test]
+fn a_cancel_that_finds_its_context_ended_records_nothing() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let late = cancel_tree::Cause::msg("too late");
+    cancel.cancel_with(late.clone());
+    assert_eq!(late.location(), None, "this call ended nothing");
+    assert_eq!(ctx.cause().unwrap(), Error::Canceled, "first ending wins");
+}
+
+#[test]
 fn endings_no_call_chose_have_no_location() {
     let (ctx, cancel) = Context::background().with_cancel();
     drop(cancel);

@@ -57,13 +57,18 @@ impl CancelHandle {
     /// [`Cause::location`].
     #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
-        self.cancel_untracked(&cause.into().at(core::panic::Location::caller()));
+        let at = core::panic::Location::caller();
+        let cause = cause.into().at(at);
+        if self.cancel_untracked(&cause) {
+            cause.ended_at(at);
+        }
     }
 
-    /// Cancels with `cause` as given (a drop, a guard: no caller to record).
-    pub(crate) fn cancel_untracked(&self, cause: &Cause) {
+    /// Cancels with `cause` as given (a drop, a guard: no caller to
+    /// record); `true` if this call ended the scope.
+    pub(crate) fn cancel_untracked(&self, cause: &Cause) -> bool {
         // SAFETY: the handle holds a reference on the scope.
-        unsafe { cancel(self.scope, Error::Canceled, cause) };
+        unsafe { cancel(self.scope, Error::Canceled, cause) }
     }
 
     /// A second handle on the same scope (crate-internal: users get exactly

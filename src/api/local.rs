@@ -106,9 +106,12 @@ impl<'a> ScopeRef<'a> {
     /// where it was called: see [`Cause::location`].
     #[track_caller]
     pub fn cancel_with(&self, cause: impl Into<Cause>) {
-        let cause = cause.into().at(core::panic::Location::caller());
+        let at = core::panic::Location::caller();
+        let cause = cause.into().at(at);
         // SAFETY: the borrow keeps the node alive for the whole call.
-        unsafe { cancel(self.ptr, Error::Canceled, &cause) };
+        if unsafe { cancel(self.ptr, Error::Canceled, &cause) } {
+            cause.ended_at(at);
+        }
     }
 }
 

@@ -108,10 +108,13 @@ impl Cause {
     /// scopes' `cancel`) record their caller; a dropped handle, a deadline
     /// or a cause made but not used to cancel record nothing (`None`). The
     /// descendants a cancel reaches report the same location. A custom
-    /// cause keeps the first location it was cancelled with.
+    /// cause keeps the location of the first cancel that ended a context
+    /// with it (a call that found its context already ended records
+    /// nothing), written right after that ending.
     ///
     /// A thread that sees a context end at the same moment as the cancel
-    /// that ended a plain leaf without its lock may read `None` for an
+    /// that ended it (a custom cause, or a plain leaf ended without its
+    /// lock) may read `None` for an
     /// instant: the location is written right after that ending.
     ///
     /// ```
@@ -134,23 +137,33 @@ impl Cause {
         }
     }
 
-    /// This cause, recorded as chosen by a cancel called at `at`.
+    /// This cause, for a cancel called at `at`: a kind cause carries the
+    /// location with it (the node stores it with the ending); a custom cause
+    /// is unchanged until [`ended_at`](Cause::ended_at).
     pub(crate) fn at(self, at: Location) -> Cause {
         match self.0 {
             Repr::Kind(e, _) => Cause(Repr::Kind(e, Some(at))),
             #[cfg(feature = "alloc")]
-            Repr::Custom(c) => {
-                let p = (at as *const core::panic::Location<'static>).cast_mut();
-                // The first tracked cancel with this cause keeps its place.
-                let _ = c.location.compare_exchange(
-                    core::ptr::null_mut(),
-                    p,
-                    crate::raw::sync::Ordering::AcqRel,
-                    crate::raw::sync::Ordering::Relaxed,
-                );
-                Cause(Repr::Custom(c))
-            }
+            custom @ Repr::Custom(_) => Cause(custom),
         }
+    }
+
+    /// After a cancel called at `at` ended a context with this cause: a
+    /// custom cause records `at` unless an earlier ending did (kind causes
+    /// carry theirs already).
+    pub(crate) fn ended_at(&self, at: Location) {
+        #[cfg(feature = "alloc")]
+        if let Repr::Custom(c) = &self.0 {
+            let p = (at as *const core::panic::Location<'static>).cast_mut();
+            let _ = c.location.compare_exchange(
+                core::ptr::null_mut(),
+                p,
+                crate::raw::sync::Ordering::AcqRel,
+                crate::raw::sync::Ordering::Relaxed,
+            );
+        }
+        #[cfg(not(feature = "alloc"))]
+        let _ = at;
     }
 
     /// A cause that is just a message (anything `Display`).
