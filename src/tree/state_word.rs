@@ -341,9 +341,12 @@ impl Word {
     /// after the locked decrement.
     #[inline]
     pub(crate) fn release_ref(&self) -> (Released, usize) {
+        // Taken before the decrement: after it, the node may be gone (see
+        // `Released::from_prev`).
+        let word: *const Word = self;
         // Release: pairs with the Acquire before the free (invariant 6).
         let prev = self.0.fetch_sub(REF_ONE, Ordering::Release);
-        (Released::from_prev(self, prev), prev)
+        (Released::from_prev(word, prev), prev)
     }
 
     /// The collapse owner's claim, right after its decrement (invariant 8):
@@ -602,7 +605,8 @@ impl Guard<'_> {
     #[inline]
     pub(crate) fn unlock_and_release(self) -> Released {
         let mut this = self;
-        let word = this.word;
+        // Taken before the decrement (see `Released::from_prev`).
+        let word: *const Word = this.word;
         debug_assert_eq!(this.marks, 0, "nothing is linked on the way to a release");
         let prev = this
             .take()
@@ -647,13 +651,22 @@ pub(crate) enum Released {
 
 impl Released {
     #[inline]
-    fn from_prev(word: &Word, prev: usize) -> Released {
+    ///
+    /// `word` is the node's word as a raw pointer, taken before the
+    /// decrement, and dereferenced only where the caller still owns the
+    /// node: after a decrement that leaves others, the node may be freed at
+    /// once (by the last holder, or, for a `LocalScope`, by its owner, which
+    /// waits for the count to reach zero), so not even a reference to it may
+    /// be made then.
+    fn from_prev(word: *const Word, prev: usize) -> Released {
         #[cfg(cancel_tree_shards)]
         if refs(prev) == 2 && prev & SHARDS_REF != 0 {
             // The very next step, so that nobody waits on the frozen word
             // while this thread runs anything else (a cause's `Drop` may
             // cancel, and so wait for a walk that waits for this claim).
-            word.claim_shards_ref();
+            // SAFETY: the array's reference remains and nobody else may drop
+            // it before this claim (invariant 8): the node is alive.
+            unsafe { (*word).claim_shards_ref() };
             return Released::Collapse;
         }
         if refs(prev) != 1 || prev & IMMORTAL != 0 {
@@ -661,7 +674,9 @@ impl Released {
         }
         // Pairs with the Release of every other releaser, so that all their
         // uses of the node happen before the free.
-        acquire_after_last_release(word.atomic());
+        // SAFETY: that was the last reference of a node that is not
+        // immortal: only this thread may free it, and it has not yet.
+        acquire_after_last_release(unsafe { (*word).atomic() });
         Released::Last
     }
 }
