@@ -104,6 +104,10 @@ pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithCo
 pub use api::local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]
 pub use api::run::Run;
+#[cfg(feature = "alloc")]
+pub use api::group::{ending::TaskDropped, in_task::Group};
+#[cfg(feature = "std")]
+pub use api::group::ending::TaskPanicked;
 
 #[cfg(feature = "http")]
 pub use interop::grpc;
