@@ -104,8 +104,12 @@ pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithCo
 pub use api::local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]
 pub use api::run::Run;
+#[cfg(all(feature = "futures", not(cancel_tree_loom)))]
+pub use api::group::spawn::FuturesSpawn;
 #[cfg(feature = "alloc")]
-pub use api::group::{ending::TaskDropped, in_task::Group};
+pub use api::group::spawn::Spawn;
+#[cfg(feature = "alloc")]
+pub use api::group::{ending::TaskDropped, in_task::Group, spawned::SpawnGroup};
 #[cfg(feature = "std")]
 pub use api::group::ending::TaskPanicked;
 

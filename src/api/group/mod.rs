@@ -19,4 +19,7 @@ pub(crate) mod ending;
 pub(crate) mod in_task;
 pub(crate) mod ledger;
 pub(crate) mod locked;
+pub(crate) mod spawn;
+pub(crate) mod spawned;
 pub(crate) mod task_set;
+pub(crate) mod waiters;
