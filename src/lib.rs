@@ -111,7 +111,7 @@ pub use api::group::spawn::Spawn;
 #[cfg(feature = "alloc")]
 pub use api::group::{ending::TaskDropped, in_task::Group, spawned::SpawnGroup};
 #[cfg(feature = "std")]
-pub use api::group::ending::TaskPanicked;
+pub use api::group::{ending::TaskPanicked, threads::ThreadGroup};
 
 #[cfg(feature = "http")]
 pub use interop::grpc;

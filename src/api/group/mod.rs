@@ -22,4 +22,6 @@ pub(crate) mod locked;
 pub(crate) mod spawn;
 pub(crate) mod spawned;
 pub(crate) mod task_set;
+#[cfg(feature = "std")]
+pub(crate) mod threads;
 pub(crate) mod waiters;
