@@ -275,7 +275,30 @@ struct Batch<'q> {
     next: *const Header,
 }
 
-impl Batch<'_> {
+impl<'q> Batch<'q> {
+    /// The chain `take_all` returned (most recently queued first), turned
+    /// around so that tasks are polled in the order they were queued (new
+    /// tasks in the order they were added).
+    fn new(ready: &'q Locked<Ready>, taken: *const Header) -> Batch<'q> {
+        let mut reversed: *const Header = core::ptr::null();
+        let mut cur = taken;
+        while !cur.is_null() {
+            // SAFETY: taken items are alive (the list's references) and
+            // their links are ours (invariant 3).
+            unsafe {
+                let links = &*Header::links(cur);
+                let next = links.next();
+                links.set_next(reversed);
+                reversed = cur;
+                cur = next;
+            }
+        }
+        Batch {
+            ready,
+            next: reversed,
+        }
+    }
+
     fn pop(&mut self) -> Option<Popped> {
         let h = NonNull::new(self.next.cast_mut())?;
         // SAFETY: a batched item is alive (the list's reference) and its
@@ -424,10 +447,7 @@ impl<'a, O> TaskSet<'a, O> {
                 first
             }
         };
-        let mut batch = Batch {
-            ready: &self.ready,
-            next: first,
-        };
+        let mut batch = Batch::new(&self.ready, first);
         while let Some(popped) = batch.pop() {
             let h = popped.0;
             // SAFETY: the batch's reference keeps the header alive.
@@ -539,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn ready_tasks_finish_in_one_poll_and_may_borrow() {
+    fn ready_tasks_finish_in_one_poll_in_the_order_added_and_may_borrow() {
         let data = [10, 20, 30];
         let mut set = TaskSet::new();
         for (i, d) in data.iter().enumerate() {
@@ -547,9 +567,8 @@ mod tests {
         }
         assert_eq!(set.len(), 3);
         let mut cx = TaskContext::from_waker(Waker::noop());
-        let (p, mut out) = drain(&mut set, &mut cx);
+        let (p, out) = drain(&mut set, &mut cx);
         assert!(p.is_ready());
-        out.sort();
         assert_eq!(out, [(0, 11), (1, 21), (2, 31)]);
         assert_eq!(set.len(), 0);
     }
