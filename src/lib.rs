@@ -100,10 +100,6 @@ pub use api::done::Done;
 pub use api::done::DoneOwned;
 #[cfg(feature = "alloc")]
 pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
-#[cfg(not(cancel_tree_loom))]
-pub use api::local::{LocalScope, ScopeRef, StaticScope};
-#[cfg(feature = "alloc")]
-pub use api::run::Run;
 #[cfg(all(feature = "futures", not(cancel_tree_loom)))]
 pub use api::group::spawn::FuturesSpawn;
 #[cfg(feature = "alloc")]
@@ -112,6 +108,10 @@ pub use api::group::spawn::Spawn;
 pub use api::group::{ending::TaskDropped, in_task::Group, spawned::SpawnGroup};
 #[cfg(feature = "std")]
 pub use api::group::{ending::TaskPanicked, threads::ThreadGroup};
+#[cfg(not(cancel_tree_loom))]
+pub use api::local::{LocalScope, ScopeRef, StaticScope};
+#[cfg(feature = "alloc")]
+pub use api::run::Run;
 
 #[cfg(feature = "http")]
 pub use interop::grpc;

@@ -14,9 +14,9 @@ use alloc::vec::Vec;
 
 use crate::Cause;
 use crate::api::group::ending::Ended;
+use crate::api::group::ending::TaskDropped;
 #[cfg(feature = "std")]
 use crate::api::group::ending::{Payload, TaskPanicked};
-use crate::api::group::ending::TaskDropped;
 
 /// A task ended without returning: what the group's wait re-raises.
 pub(crate) enum Abnormal {
@@ -190,7 +190,10 @@ mod tests {
         let mut l = Ledger::<u8, Error>::new();
         let (a, b, c) = (l.admit(), l.admit(), l.admit());
         assert_eq!(l.running(), 3);
-        assert!(l.record(b, Ended::Returned(Err(Error::DeadlineExceeded))).is_some());
+        assert!(
+            l.record(b, Ended::Returned(Err(Error::DeadlineExceeded)))
+                .is_some()
+        );
         assert!(!l.release());
         assert!(l.record(a, Ended::Returned(Err(Error::Canceled))).is_none());
         assert!(!l.release());
@@ -199,11 +202,7 @@ mod tests {
         assert_eq!(l.first_error(), Err(Error::DeadlineExceeded));
         assert_eq!(
             l.take_results(),
-            [
-                Err(Error::Canceled),
-                Err(Error::DeadlineExceeded),
-                Ok(7)
-            ]
+            [Err(Error::Canceled), Err(Error::DeadlineExceeded), Ok(7)]
         );
         // A new round: keys continue, the first error stays.
         let d = l.admit();

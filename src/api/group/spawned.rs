@@ -151,7 +151,8 @@ impl<T, E: Clone + Into<Cause>> Shared<T, E> {
             fn drop(&mut self) {
                 let (room, idle) = self.0.state.with(|s| {
                     let idle = s.ledger.release();
-                    let room = (!s.room.is_empty() && s.ledger.has_room()).then(|| s.room.take_all());
+                    let room =
+                        (!s.room.is_empty() && s.ledger.has_room()).then(|| s.room.take_all());
                     (room, idle.then(|| s.idle.take_all()))
                 });
                 if let Some(w) = room {

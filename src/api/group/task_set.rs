@@ -137,7 +137,11 @@ impl<F: Future> Task<F> {
     unsafe fn drop_future(h: NonNull<Header>) {
         let task = h.cast::<Task<F>>();
         // SAFETY: (caller) alive, ours, and dropped exactly once.
-        unsafe { (*task.as_ptr()).future.with_mut(|f| ManuallyDrop::drop(&mut *f)) }
+        unsafe {
+            (*task.as_ptr())
+                .future
+                .with_mut(|f| ManuallyDrop::drop(&mut *f))
+        }
     }
 
     /// # Safety
@@ -534,7 +538,11 @@ mod tests {
     type Stash = Mutex<Option<Waker>>;
 
     fn take(stash: &Stash) -> Waker {
-        stash.lock().unwrap().take().expect("the task parked a waker")
+        stash
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the task parked a waker")
     }
 
     /// A waker that counts its wakes.
@@ -629,7 +637,11 @@ mod tests {
         let w = take(&stash);
         w.wake_by_ref();
         w.wake_by_ref();
-        assert_eq!(wakes.load(SeqCst), 1, "the second wake found the task queued");
+        assert_eq!(
+            wakes.load(SeqCst),
+            1,
+            "the second wake found the task queued"
+        );
         assert!(drain(&mut set, &mut cx).0.is_pending());
         take(&stash).wake();
         assert_eq!(wakes.load(SeqCst), 2);
@@ -655,7 +667,11 @@ mod tests {
         assert!(p.is_pending());
         assert_eq!(polls.load(SeqCst), 1, "polled once per batch");
         assert_eq!(out, [(1, 5)]);
-        assert_eq!(wakes.load(SeqCst), 1, "the group was woken for the next batch");
+        assert_eq!(
+            wakes.load(SeqCst),
+            1,
+            "the group was woken for the next batch"
+        );
         let _ = drain(&mut set, &mut cx);
         assert_eq!(polls.load(SeqCst), 2);
     }
