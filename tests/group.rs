@@ -61,7 +61,7 @@ fn failed_cause(ctx: &Context) -> Option<u32> {
 struct ThreadPerTask;
 
 impl Spawn for ThreadPerTask {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -878,7 +878,7 @@ fn a_task_dropped_by_its_executor_is_reported_not_waited_for() {
     #[derive(Clone, Default)]
     struct Hoard(Arc<std::sync::Mutex<Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>>);
     impl Spawn for Hoard {
-        fn spawn<F>(&self, task: F)
+        fn spawn_task<F>(&self, task: F)
         where
             F: Future<Output = ()> + Send + 'static,
         {

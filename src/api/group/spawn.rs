@@ -25,7 +25,7 @@ use core::future::Future;
 /// struct ThreadPerTask;
 ///
 /// impl Spawn for ThreadPerTask {
-///     fn spawn<F>(&self, task: F)
+///     fn spawn_task<F>(&self, task: F)
 ///     where
 ///         F: Future<Output = ()> + Send + 'static,
 ///     {
@@ -35,28 +35,30 @@ use core::future::Future;
 /// ```
 pub trait Spawn {
     /// Starts `task`; it must be polled until it completes (or dropped, if
-    /// the executor goes away first).
-    fn spawn<F>(&self, task: F)
+    /// the executor goes away first). Not called `spawn`, so that with this
+    /// trait in scope `executor.spawn(..)` still means the executor's own
+    /// method (an `Arc<Executor>` would otherwise find this one first).
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static;
 }
 
 impl<S: Spawn + ?Sized> Spawn for &S {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        (**self).spawn(task);
+        (**self).spawn_task(task);
     }
 }
 
 #[cfg(feature = "std")]
 impl<S: Spawn + ?Sized> Spawn for std::sync::Arc<S> {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        (**self).spawn(task);
+        (**self).spawn_task(task);
     }
 }
 
@@ -64,7 +66,7 @@ impl<S: Spawn + ?Sized> Spawn for std::sync::Arc<S> {
 /// inside one); the `JoinHandle` is dropped, which detaches the task.
 #[cfg(all(feature = "tokio", not(cancel_tree_loom)))]
 impl Spawn for tokio::runtime::Handle {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -75,7 +77,7 @@ impl Spawn for tokio::runtime::Handle {
 /// smol's executor; the `Task` is detached.
 #[cfg(all(feature = "async-executor", not(cancel_tree_loom)))]
 impl Spawn for async_executor::Executor<'_> {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -86,7 +88,7 @@ impl Spawn for async_executor::Executor<'_> {
 /// smol's thread-local executor; the `Task` is detached.
 #[cfg(all(feature = "async-executor", not(cancel_tree_loom)))]
 impl Spawn for async_executor::LocalExecutor<'_> {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -115,7 +117,7 @@ pub struct FuturesSpawn<S>(pub S);
 
 #[cfg(all(feature = "futures", not(cancel_tree_loom)))]
 impl<S: futures_task::Spawn> Spawn for FuturesSpawn<S> {
-    fn spawn<F>(&self, task: F)
+    fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

@@ -504,7 +504,7 @@ where
             key,
             done: false,
         };
-        self.spawner.spawn(async move {
+        self.spawner.spawn_task(async move {
             let finish = finish;
             let ended = {
                 let mut task = pin!(task);
