@@ -874,9 +874,10 @@ fn an_unwaited_panic_is_dropped_with_the_group() {
 /// message rather than waiting forever.
 #[test]
 fn a_task_dropped_by_its_executor_is_reported_not_waited_for() {
+    type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
     /// An "executor" that keeps its tasks and never runs them.
     #[derive(Clone, Default)]
-    struct Hoard(Arc<std::sync::Mutex<Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>>);
+    struct Hoard(Arc<std::sync::Mutex<Vec<Task>>>);
     impl Spawn for Hoard {
         fn spawn_task<F>(&self, task: F)
         where

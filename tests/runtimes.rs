@@ -268,7 +268,10 @@ async fn in_task_group<R: Rt>(rt: R) {
         go_tx.send(()).expect("the member listens");
     });
     let (res, ()) = join(group.wait(), signaller).await;
-    assert_eq!(res.expect_err("a member failed").to_string(), "member failed");
+    assert_eq!(
+        res.expect_err("a member failed").to_string(),
+        "member failed"
+    );
     assert_eq!(stopped.load(Ordering::SeqCst), 3, "wait waited for all");
     let cause = group.context().cause().expect("cancelled");
     assert_eq!(cause.to_string(), "member failed");
@@ -301,7 +304,10 @@ async fn spawned_group<S: Spawn>(spawner: S) {
     let results = group.collect().await;
     let values: Vec<_> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(values, [Some(0), Some(1), Some(2), None]);
-    assert_eq!(results[3].as_ref().unwrap_err().to_string(), "member failed");
+    assert_eq!(
+        results[3].as_ref().unwrap_err().to_string(),
+        "member failed"
+    );
     let cause = group.context().cause().expect("cancelled");
     assert_eq!(cause.to_string(), "member failed");
 
