@@ -171,10 +171,10 @@ fn deterministic_time_with_manual_clock() {
 /// tasks may borrow); here on `futures::executor::block_on`.
 fn errgroup_first_error_cancels_the_rest() {
     println!("\n== Group (errgroup): the first error cancels the rest");
-    // Two at a time: a full group runs its tasks until one finishes, so
-    // the broken mirror must be among the first two (its siblings wait for
-    // it; as in Go, a limit smaller than the tasks a failure depends on
-    // would wait forever).
+    // Two at a time. The healthy mirrors here wait until a failure stops
+    // them, so the broken one must be among the first two admitted: as
+    // with Go's SetLimit, a full group does not admit the task its running
+    // tasks wait for.
     let mirrors = ["mirror-a", "broken-mirror", "mirror-b", "mirror-c"];
     futures::executor::block_on(async {
         let mut group = Group::new(&Context::background());

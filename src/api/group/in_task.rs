@@ -70,11 +70,13 @@ use crate::api::group::task_set::TaskSet;
 ///
 /// # Limit
 ///
-/// [`set_limit(Some(n))`](Group::set_limit) lets at most `n` tasks run at
-/// once; `add` then waits (running the group's tasks meanwhile) until one
-/// finishes, and `try_add` hands the task back. The limit may change while
-/// tasks run: tasks already running keep running (lowering it admits no new
-/// task until fewer than the new limit run), and raising it admits at once.
+/// [`set_limit(Some(n))`](Group::set_limit) lets at most `n` tasks run at once;
+/// `add` then waits (running the group's tasks meanwhile) until one finishes,
+/// and `try_add` hands the task back. The limit may change while tasks run:
+/// tasks already running keep running (lowering it admits no new task until
+/// fewer than the new limit run), and raising it admits at once. As with Go's
+/// `SetLimit`, running tasks that wait for a task not yet admitted (the group
+/// being full) wait forever: add the tasks others depend on first.
 ///
 /// # Drop
 ///

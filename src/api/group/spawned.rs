@@ -63,12 +63,14 @@ use crate::raw::arc::Arc;
 ///
 /// # Limit
 ///
-/// [`set_limit(Some(n))`](SpawnGroup::set_limit): at most `n` tasks run at
-/// once; [`add`](SpawnGroup::add) waits for a free slot and
+/// [`set_limit(Some(n))`](SpawnGroup::set_limit): at most `n` tasks run at once;
+/// [`add`](SpawnGroup::add) waits for a free slot and
 /// [`try_add`](SpawnGroup::try_add) hands the task back. Changing the limit
-/// never stops a running task: a lower limit admits nothing until fewer
-/// tasks run, a higher one wakes waiting `add`s at once. `Some(0)` pauses
-/// admission until someone raises it.
+/// never stops a running task: a lower limit admits nothing until fewer tasks
+/// run, a higher one wakes waiting `add`s at once. `Some(0)` pauses admission
+/// until someone raises it. As with Go's `SetLimit`, running tasks that wait for
+/// a task not yet admitted (the group being full) wait forever: add the tasks
+/// others depend on first.
 ///
 /// # Drop
 ///

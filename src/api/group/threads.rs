@@ -50,11 +50,12 @@ use crate::api::group::ledger::Ledger;
 /// # Limit
 ///
 /// [`set_limit(Some(n))`](ThreadGroup::set_limit): at most `n` tasks run at
-/// once; [`spawn`](ThreadGroup::spawn) blocks until a slot frees (Go's
-/// `Go`), [`try_spawn`](ThreadGroup::try_spawn) hands the closure back.
-/// Changing the limit never stops a running task: a lower limit admits
-/// nothing until fewer tasks run, a higher one wakes a blocked `spawn` at
-/// once.
+/// once; [`spawn`](ThreadGroup::spawn) blocks until a slot frees (Go's `Go`),
+/// [`try_spawn`](ThreadGroup::try_spawn) hands the closure back. Changing the
+/// limit never stops a running task: a lower limit admits nothing until fewer
+/// tasks run, a higher one wakes a blocked `spawn` at once. As with Go's
+/// `SetLimit`, running tasks that wait for a task not yet admitted (the group
+/// being full) wait forever: add the tasks others depend on first.
 ///
 /// # Drop
 ///
