@@ -20,7 +20,7 @@ use crate::api::group::ending::{Ended, poll_caught};
 use crate::api::group::ledger::Ledger;
 use crate::api::group::locked::Locked;
 use crate::api::group::spawn::Spawn;
-use crate::api::group::waiters::{Ticket, Waiters};
+use crate::api::group::waiters::{Ticket, Waiters, Woken};
 use crate::raw::arc::Arc;
 
 /// A task group whose tasks are spawned on an executor: Go's
@@ -142,6 +142,25 @@ impl<T, E> Drop for Registration<'_, T, E> {
     }
 }
 
+impl<T, E> State<T, E> {
+    /// Frees a finished task's slot; returns whom to wake for it (after the
+    /// lock is released).
+    fn release(&mut self) -> (Option<Woken>, Option<Woken>) {
+        let idle = self.ledger.release();
+        let room = (!self.room.is_empty() && self.ledger.has_room()).then(|| self.room.take_all());
+        (room, idle.then(|| self.idle.take_all()))
+    }
+}
+
+fn wake((room, idle): (Option<Woken>, Option<Woken>)) {
+    if let Some(w) = room {
+        w.wake();
+    }
+    if let Some(w) = idle {
+        w.wake();
+    }
+}
+
 impl<T, E: Clone + Into<Cause>> Shared<T, E> {
     /// Records the end of task `key`, cancels if it is the group's first
     /// failure, then frees its slot and wakes whoever waits for that.
@@ -151,25 +170,22 @@ impl<T, E: Clone + Into<Cause>> Shared<T, E> {
         struct Release<'s, T, E>(&'s Shared<T, E>);
         impl<T, E> Drop for Release<'_, T, E> {
             fn drop(&mut self) {
-                let (room, idle) = self.0.state.with(|s| {
-                    let idle = s.ledger.release();
-                    let room =
-                        (!s.room.is_empty() && s.ledger.has_room()).then(|| s.room.take_all());
-                    (room, idle.then(|| s.idle.take_all()))
-                });
-                if let Some(w) = room {
-                    w.wake();
-                }
-                if let Some(w) = idle {
-                    w.wake();
-                }
+                wake(self.0.state.with(State::release));
             }
         }
-        let cause = self.state.with(|s| s.ledger.record(key, ended));
-        let _release = Release(self);
-        // Before the slot is freed: a waiter that sees every task finished
-        // also sees the context cancelled with the first error.
+        // The common case, nothing to cancel: record and free under one
+        // hold of the lock.
+        let (cause, woken) = self.state.with(|s| match s.ledger.record(key, ended) {
+            None => (None, Some(s.release())),
+            cause => (cause, None),
+        });
+        if let Some(woken) = woken {
+            wake(woken);
+        }
         if let Some(cause) = cause {
+            let _release = Release(self);
+            // Before the slot is freed: a waiter that sees every task
+            // finished also sees the context cancelled with the first error.
             self.handle.cancel_with(cause);
         }
     }
