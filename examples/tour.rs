@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use cancel_tree::{Cause, Context, Error, ManualClock};
+use cancel_tree::{Cause, Context, Error, Group, ManualClock, ThreadGroup};
 
 fn main() {
     background_and_todo();
@@ -20,6 +20,8 @@ fn main() {
     with_timeout_gives_up();
     deterministic_time_with_manual_clock();
     merged_contexts_have_two_parents();
+    errgroup_first_error_cancels_the_rest();
+    errgroup_on_threads();
     println!("\ntour finished");
 }
 
@@ -190,4 +192,76 @@ fn merged_contexts_have_two_parents() {
         at.line()
     );
     println!("client context still live: {}", !client.is_cancelled());
+}
+
+/// golang.org/x/sync/errgroup: run tasks under one derived context; the
+/// first failure cancels the others; wait returns it once all are done.
+/// `Group` runs its tasks inside the task that awaits it (any executor,
+/// tasks may borrow); here on `futures::executor::block_on`.
+fn errgroup_first_error_cancels_the_rest() {
+    println!("\n== Group (errgroup): the first error cancels the rest");
+    // Two at a time. The healthy mirrors here wait until a failure stops
+    // them, so the broken one must be among the first two admitted: as
+    // with Go's SetLimit, a full group does not admit the task its running
+    // tasks wait for.
+    let mirrors = ["mirror-a", "broken-mirror", "mirror-b", "mirror-c"];
+    futures::executor::block_on(async {
+        let mut group = Group::new(&Context::background());
+        group.set_limit(Some(2)); // at most two downloads at once
+        for name in &mirrors {
+            let ctx = group.context().clone();
+            group
+                .add(async move {
+                    if name.starts_with("broken") {
+                        println!("{name}: connection refused");
+                        return Err(Cause::msg(format!("{name}: connection refused")));
+                    }
+                    // A real download would race its I/O against `ctx`;
+                    // this one just waits to be told to stop.
+                    let err = ctx.done().await;
+                    println!("{name}: stopped ({err}, because {})", ctx.cause().unwrap());
+                    Ok(())
+                })
+                .await;
+        }
+        match group.wait().await {
+            Ok(()) => println!("all mirrors fine"),
+            Err(e) => println!("group failed: {e}"),
+        }
+        // Collect mode: every result, values too, in the order added.
+        let mut squares = Group::new(&Context::background());
+        for n in [2_u32, 3, 4] {
+            squares.add(async move { Ok::<_, Cause>(n * n) }).await;
+        }
+        let results: Vec<_> = squares
+            .collect()
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        println!("collected: {results:?}");
+    });
+}
+
+/// The blocking form: one scoped thread per task, Go's goroutines.
+fn errgroup_on_threads() {
+    println!("\n== ThreadGroup: errgroup on scoped threads");
+    let inputs = ["7", "11", "x", "13"];
+    let result = thread::scope(|s| {
+        let group = ThreadGroup::<u64, Cause>::new(s, &Context::background());
+        for input in &inputs {
+            group.spawn(move |_ctx| {
+                let n: u64 = input.parse()?; // any error converts into a Cause
+                Ok(n)
+            });
+        }
+        group.wait()
+    });
+    println!(
+        "parse all: {}",
+        match result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        }
+    );
 }

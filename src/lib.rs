@@ -113,6 +113,14 @@ pub use api::done::DoneOwned;
 pub use api::ext::{CancelGuard, FutureExt, StreamExt, TakeUntilCancelled, WithContext};
 #[cfg(feature = "std")]
 pub use api::ext::{CancelOnPanic, Panicked};
+#[cfg(all(feature = "futures", not(cancel_tree_loom)))]
+pub use api::group::spawn::FuturesSpawn;
+#[cfg(feature = "alloc")]
+pub use api::group::spawn::Spawn;
+#[cfg(feature = "alloc")]
+pub use api::group::{ending::TaskDropped, in_task::Group, spawned::SpawnGroup};
+#[cfg(feature = "std")]
+pub use api::group::{ending::TaskPanicked, threads::ThreadGroup};
 #[cfg(not(cancel_tree_loom))]
 pub use api::local::{LocalScope, ScopeRef, StaticScope};
 #[cfg(feature = "alloc")]

@@ -220,3 +220,40 @@ fn timeouts_do_not_grow_memory() {
     assert_eq!(live(), base);
     assert_eq!(clock.pending(), n as usize);
 }
+
+/// An in-task `Group` allocates each task once (header and future in one
+/// block) and nothing else per task once its own vectors have grown:
+/// running the tasks, waking them and finishing them allocate nothing.
+#[test]
+fn in_task_group_allocates_one_block_per_task_and_nothing_to_run_them() {
+    use cancel_tree::{Cause, Group};
+    let n = if cfg!(miri) { 20 } else { 1000 };
+    let mut group = Group::<usize, Cause>::new(&Context::background());
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for round in 0..2 {
+        let (a0, b0) = (allocs(), live());
+        for i in 0..n {
+            let task = async move {
+                futures_lite::future::yield_now().await; // woken once
+                Ok(i)
+            };
+            assert!(group.try_add(task).is_ok());
+        }
+        let added = allocs() - a0;
+        let a1 = allocs();
+        let mut wait = pin!(group.wait());
+        // The first poll runs every task to its yield; each wakes itself,
+        // so the second finishes them all.
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        let waited = allocs() - a1;
+        if round == 0 {
+            // The group's slot and result vectors grow (amortised).
+            assert!(added <= n + 40, "{added} allocations to add {n} tasks");
+        } else {
+            assert_eq!(added, n, "one allocation per task");
+            assert_eq!(waited, 0, "running and finishing tasks allocated");
+            assert_eq!(live(), b0, "every task freed");
+        }
+    }
+}

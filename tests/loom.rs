@@ -821,3 +821,166 @@ fn merged_other_parent_cancel_returns_after_merged_cancelled() {
         drop((b, c));
     });
 }
+
+// ---------------------------------------------------------------------------
+// Task groups (`docs/design.md`, "Task groups").
+
+/// A group task's error, `Clone` so that it can be the group's `E`.
+#[derive(Clone, Debug)]
+struct Fail(u8);
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task {} failed", self.0)
+    }
+}
+impl std::error::Error for Fail {}
+
+/// Polls `fut` to completion on this loom thread, sleeping on a loom
+/// `Notify` between polls (a lost wake-up is a deadlock loom reports).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(loom::sync::Notify);
+    impl Wake for Unpark {
+        fn wake(self: StdArc<Self>) {
+            self.0.notify();
+        }
+        fn wake_by_ref(self: &StdArc<Self>) {
+            self.0.notify();
+        }
+    }
+    let unpark = StdArc::new(Unpark(loom::sync::Notify::new()));
+    let waker = Waker::from(unpark.clone());
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+            return v;
+        }
+        unpark.0.wait();
+    }
+}
+
+/// Runs the first task on a loom thread of its own and the next ones on the
+/// calling thread, before `spawn_task` returns (two threads keep the model
+/// small enough to explore; the race is the same).
+#[derive(Default)]
+struct LoomSpawn {
+    spawned_one: std::sync::atomic::AtomicBool,
+}
+impl cancel_tree::Spawn for LoomSpawn {
+    fn spawn_task<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self
+            .spawned_one
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            block_on(task);
+        } else {
+            thread::spawn(move || block_on(task));
+        }
+    }
+}
+
+/// Invariant G1 (the first-error race): two tasks fail at once, one on a
+/// thread of its own, one on the owner's thread, which then waits. Exactly
+/// one error is the group's: `wait` returns it only after both tasks
+/// finished, and the context's cause is that same error (never the
+/// `Canceled` that `wait` itself cancels with, never the other task's).
+#[test]
+fn group_first_error_race() {
+    loom::model(|| {
+        let group = cancel_tree::SpawnGroup::<_, (), Fail>::new(
+            &Context::background(),
+            LoomSpawn::default(),
+        );
+        assert!(group.try_add(async { Err(Fail(1)) }).is_ok());
+        assert!(group.try_add(async { Err(Fail(2)) }).is_ok());
+        let err = block_on(group.wait()).expect_err("both failed");
+        assert!(group.is_empty(), "wait returned after every task");
+        let cause = group.context().cause().expect("cancelled");
+        let cause = cause.downcast_ref::<Fail>().map(|f| f.0);
+        assert_eq!(cause, Some(err.0), "the cause is the error wait returned");
+    });
+}
+
+/// Invariant G2 (no lost wake-up in an in-task group): a task parks its
+/// waker; another thread wakes it while the owner is between polling the
+/// task and going idle. `block_on` finishing is the check (a lost wake-up
+/// deadlocks, which loom reports).
+#[test]
+fn group_task_woken_from_another_thread() {
+    loom::model(|| {
+        let slot: Arc<loom::sync::Mutex<Option<Waker>>> = Arc::new(loom::sync::Mutex::new(None));
+        let mut group = cancel_tree::Group::<(), Fail>::new(&Context::background());
+        let parked = slot.clone();
+        let mut polls = 0;
+        let task = std::future::poll_fn(move |cx| {
+            polls += 1;
+            if polls == 1 {
+                *parked.lock().unwrap() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        });
+        assert!(group.try_add(task).is_ok());
+        let waker = thread::spawn(move || {
+            loop {
+                if let Some(w) = slot.lock().unwrap().take() {
+                    w.wake();
+                    return;
+                }
+                thread::yield_now();
+            }
+        });
+        assert!(block_on(group.wait()).is_ok());
+        waker.join().unwrap();
+    });
+}
+
+/// Invariant G3: the group is dropped while another thread wakes and drops
+/// a task's waker. The task's future is dropped exactly once, by the
+/// group; the task's memory goes with whichever of the two is last.
+#[test]
+fn group_drop_vs_task_wake() {
+    loom::model(|| {
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let slot: Arc<loom::sync::Mutex<Option<Waker>>> = Arc::new(loom::sync::Mutex::new(None));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let mut group = cancel_tree::Group::<(), Fail>::new(&Context::background());
+        let parked = slot.clone();
+        let counted = Counted(dropped.clone());
+        let task = std::future::poll_fn(move |cx| {
+            let _keep = &counted;
+            *parked.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        assert!(group.try_add(task).is_ok());
+        {
+            let mut wait = Box::pin(group.wait());
+            let noop = Waker::noop();
+            assert!(
+                wait.as_mut()
+                    .poll(&mut TaskContext::from_waker(noop))
+                    .is_pending()
+            );
+        }
+        let waker = slot
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the task parked its waker");
+        let t = thread::spawn(move || {
+            waker.wake_by_ref();
+            drop(waker);
+        });
+        drop(group);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped with the group");
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "and never again");
+    });
+}

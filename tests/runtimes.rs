@@ -7,7 +7,13 @@
 //!   the default `StdClock`, and on the runtime's own clock where the crate
 //!   has an adapter: `TokioClock` — also with paused time — `AsyncIoClock`,
 //!   `EmbassyClock`);
-//! * (d) a plain OS thread cancels and the waiting task is woken.
+//! * (d) a plain OS thread cancels and the waiting task is woken;
+//! * (e) an in-task `Group` awaited in a task: a member fails when another
+//!   task signals it, which cancels the other members; the wait returns
+//!   that error after all of them;
+//! * (f) a `SpawnGroup` spawning its members on the executor (where there is
+//!   a `Spawn` for it: tokio, smol, the thread pool, embassy): the same
+//!   failure, then `collect` returns every result in the order added.
 //!
 //! Executors: tokio current-thread and multi-thread, smol's
 //! `async-executor` on `async-io`, futures' `ThreadPool`,
@@ -26,13 +32,13 @@ use std::future::{Future, poll_fn};
 use std::panic::resume_unwind;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::task::Poll;
 use std::thread;
 use std::time::Duration;
 
-use cancel_tree::{Cause, Context, Error};
+use cancel_tree::{Cause, Context, Error, Group, Spawn, SpawnGroup};
 use futures::channel::oneshot;
 use futures::future::join;
 
@@ -230,7 +236,99 @@ async fn cancel_from_os_thread<R: Rt>(rt: R) {
     canceller.join().expect("the cancelling thread");
 }
 
-/// The four scenarios as `#[test]`s on one executor, through `$runner`.
+/// (e) An in-task `Group` awaited in a task of the executor. Its members
+/// borrow from the task's frame; one fails once a sibling task (on this
+/// executor, or a branch of the `join` on a block-on one) signals it, after
+/// the others are parked in `done()`; its error cancels them; the wait
+/// returns it after all of them finished.
+async fn in_task_group<R: Rt>(rt: R) {
+    let stopped = AtomicUsize::new(0);
+    let (parent, _keep) = Context::background().with_cancel();
+    let mut group = Group::new(&parent);
+    for _ in 0..3 {
+        let ctx = group.context().clone();
+        let stopped = &stopped;
+        group
+            .add(async move {
+                assert_eq!(ctx.done().await, Error::Canceled);
+                stopped.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+    }
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    group
+        .add(async move {
+            go_rx.await.expect("the signaller sends");
+            Err(Cause::msg("member failed"))
+        })
+        .await;
+    let signaller = rt.spawn(async move {
+        sleep(Duration::from_millis(20)).await; // the members park first
+        go_tx.send(()).expect("the member listens");
+    });
+    let (res, ()) = join(group.wait(), signaller).await;
+    assert_eq!(
+        res.expect_err("a member failed").to_string(),
+        "member failed"
+    );
+    assert_eq!(stopped.load(Ordering::SeqCst), 3, "wait waited for all");
+    let cause = group.context().cause().expect("cancelled");
+    assert_eq!(cause.to_string(), "member failed");
+    assert!(!parent.is_cancelled(), "cancellation never goes up");
+}
+
+/// (f) A `SpawnGroup` on the executor: the members are tasks of their own;
+/// the failing one cancels the rest; `collect` returns every result in the
+/// order the members were added. Then a second round under a limit of one.
+async fn spawned_group<S: Spawn>(spawner: S) {
+    let group = SpawnGroup::new(&Context::background(), spawner);
+    for n in 0..3_u32 {
+        let ctx = group.context().clone();
+        group
+            .add(async move {
+                ctx.done().await;
+                Ok(n)
+            })
+            .await;
+    }
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    group
+        .add(async move {
+            go_rx.await.expect("the test sends");
+            Err(Cause::msg("member failed"))
+        })
+        .await;
+    sleep(Duration::from_millis(20)).await; // the members park first
+    go_tx.send(()).expect("the member listens");
+    let results = group.collect().await;
+    let values: Vec<_> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(values, [Some(0), Some(1), Some(2), None]);
+    assert_eq!(
+        results[3].as_ref().unwrap_err().to_string(),
+        "member failed"
+    );
+    let cause = group.context().cause().expect("cancelled");
+    assert_eq!(cause.to_string(), "member failed");
+
+    group.set_limit(Some(1));
+    let running = Arc::new(AtomicUsize::new(0));
+    for n in 10..14 {
+        let running = running.clone();
+        group
+            .add(async move {
+                assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "limit 1");
+                sleep(Duration::from_millis(1)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(n)
+            })
+            .await;
+    }
+    let values: Vec<_> = group.collect().await.into_iter().map(Result::ok).collect();
+    assert_eq!(values, [Some(10), Some(11), Some(12), Some(13)]);
+}
+
+/// The scenarios as `#[test]`s on one executor, through `$runner`.
 macro_rules! scenarios {
     ($runner:ident) => {
         #[test]
@@ -254,6 +352,11 @@ macro_rules! scenarios {
         #[test]
         fn os_thread_cancels_waiting_task() {
             $runner(cancel_from_os_thread);
+        }
+
+        #[test]
+        fn in_task_group_first_error_cancels_members() {
+            $runner(in_task_group);
         }
     };
 }
@@ -334,6 +437,12 @@ mod tokio_current_thread {
 
     #[cfg(feature = "tokio")]
     #[test]
+    fn spawned_group_on_the_runtime() {
+        on_tokio_current_thread(|rt| spawned_group(rt.0));
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
     fn timeout_fires_on_tokio_clock_in_paused_time() {
         on_tokio(
             || {
@@ -362,6 +471,12 @@ mod tokio_multi_thread {
     use super::*;
 
     scenarios!(on_tokio_multi_thread);
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn spawned_group_on_the_runtime() {
+        on_tokio_multi_thread(|rt| spawned_group(rt.0));
+    }
 
     #[cfg(feature = "tokio")]
     #[test]
@@ -412,6 +527,12 @@ mod smol_executor {
     use super::*;
 
     scenarios!(on_smol);
+
+    #[cfg(feature = "async-executor")]
+    #[test]
+    fn spawned_group_on_the_executor() {
+        on_smol(|rt| spawned_group(rt.0));
+    }
 
     #[cfg(feature = "async-io")]
     #[test]
@@ -466,6 +587,12 @@ mod futures_thread_pool {
     use super::*;
 
     scenarios!(on_thread_pool);
+
+    #[cfg(feature = "futures")]
+    #[test]
+    fn spawned_group_on_the_pool() {
+        on_thread_pool(|rt| spawned_group(cancel_tree::FuturesSpawn(rt.0)));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -525,6 +652,18 @@ impl EmbassyRt {
     }
 }
 
+/// The crate has no embassy `Spawn` (embassy's tasks are static pools);
+/// a program that leaks a task storage per task, as this test does, can
+/// write one.
+impl Spawn for EmbassyRt {
+    fn spawn_task<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_detached(task);
+    }
+}
+
 impl Rt for EmbassyRt {
     fn spawn<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Join<T> {
         let (tx, rx) = oneshot::channel();
@@ -567,6 +706,11 @@ mod embassy_std {
     use super::*;
 
     scenarios!(on_embassy);
+
+    #[test]
+    fn spawned_group_on_the_executor() {
+        on_embassy(spawned_group);
+    }
 
     #[cfg(feature = "embassy-time")]
     static CLOCK: cancel_tree::EmbassyClock = cancel_tree::EmbassyClock::new();

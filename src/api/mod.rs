@@ -8,6 +8,7 @@
 //! * `ext`: combinators for futures and streams.
 //! * `local`: heap-free scopes for firmware.
 //! * `blocking`: blocking waits (std).
+//! * `group`: task groups (Go's errgroup): in-task, spawned, threads.
 
 #[cfg(feature = "alloc")]
 pub(crate) mod after_func;
@@ -26,6 +27,8 @@ pub(crate) mod context;
 pub(crate) mod done;
 #[cfg(feature = "alloc")]
 pub(crate) mod ext;
+#[cfg(feature = "alloc")]
+pub(crate) mod group;
 #[cfg(not(cancel_tree_loom))]
 pub(crate) mod local;
 #[cfg(feature = "alloc")]

@@ -175,6 +175,25 @@ impl<T: Linked> Head<T> {
             first
         }
     }
+
+    /// Empties the list at once and returns its former first item (null:
+    /// it was empty). The items are then in no list (invariant 3): their
+    /// `next` links, as the list left them, chain them in order for the
+    /// caller, who owns those links until it links each item again.
+    ///
+    /// # Safety
+    /// The caller holds the list's lock.
+    /// (Used by the task groups, which need `alloc`.)
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) unsafe fn take_all(&self) -> *const T {
+        // SAFETY: (caller) invariant 1.
+        unsafe {
+            let first = self.first();
+            self.0.with_mut(|h| *h = ptr::null());
+            first
+        }
+    }
 }
 
 #[cfg(all(test, not(cancel_tree_loom)))]
@@ -243,6 +262,31 @@ mod tests {
             assert_eq!(head.pop_front(), &c as *const Item);
             assert!(head.is_empty());
             assert!(head.pop_front().is_null(), "popping an empty list");
+        }
+    }
+
+    #[test]
+    fn take_all_empties_the_list_and_chains_its_items_in_order() {
+        let head = Head::<Item>::new();
+        let (a, b, c) = (item(1), item(2), item(3));
+        // SAFETY: as above.
+        unsafe {
+            assert!(head.take_all().is_null(), "taking from an empty list");
+            head.push_front(&a);
+            head.push_front(&b);
+            head.push_front(&c);
+            let mut cur = head.take_all();
+            assert!(head.is_empty());
+            let mut seen = [0; 3];
+            for slot in &mut seen {
+                *slot = (*cur).id;
+                cur = (*cur).links.next();
+            }
+            assert!(cur.is_null(), "the chain ends with the last item");
+            assert_eq!(seen, [3, 2, 1]);
+            // The items can be linked again.
+            head.push_front(&b);
+            assert_eq!(ids(&head)[..2], [2, 0]);
         }
     }
 
