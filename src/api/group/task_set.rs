@@ -261,12 +261,13 @@ unsafe fn borrowed_waker(h: NonNull<Header>) -> ManuallyDrop<Waker> {
     ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(h.as_ptr().cast(), &WAKER_VTABLE)) })
 }
 
-/// A batched task and the list's reference it carries (released on drop).
-struct Popped(NonNull<Header>);
+/// One reference on a task (invariant 2), given up when dropped: the list's,
+/// carried by a batched task, or the owner's, in a slot's drop.
+struct Reference(NonNull<Header>);
 
-impl Drop for Popped {
+impl Drop for Reference {
     fn drop(&mut self) {
-        // SAFETY: the list's reference, moved into the batch with the item.
+        // SAFETY: whoever made this value owned the reference it holds.
         unsafe { release(self.0) }
     }
 }
@@ -303,12 +304,12 @@ impl<'q> Batch<'q> {
         }
     }
 
-    fn pop(&mut self) -> Option<Popped> {
+    fn pop(&mut self) -> Option<Reference> {
         let h = NonNull::new(self.next.cast_mut())?;
         // SAFETY: a batched item is alive (the list's reference) and its
         // links are ours until it goes back to `IDLE` (invariant 3).
         self.next = unsafe { (*h.as_ptr()).links.next() };
-        Some(Popped(h))
+        Some(Reference(h))
     }
 }
 
@@ -327,7 +328,7 @@ impl<O> Drop for Slot<O> {
     /// Marks the task `DONE`, drops its future, gives up the owner's
     /// reference (even if the future's drop panics).
     fn drop(&mut self) {
-        let owner = Popped(self.task);
+        let owner = Reference(self.task); // the owner's reference
         // SAFETY: the owner's reference keeps the header alive.
         let hdr = unsafe { self.task.as_ref() };
         hdr.ready.with(|_| {
