@@ -178,10 +178,10 @@ pub(crate) unsafe fn new(
 /// `link` was just popped from.
 pub(crate) unsafe fn claim(link: *const WaitLink) -> Option<*const MergeLink> {
     let l = link.cast::<MergeLink>();
+    // No reference is given back here: it could be the last, and freeing
+    // needs the lock the caller holds.
     // SAFETY: (caller) the link is alive until its merged scope is freed,
-    // which waits for this lock; `MergeLink` is repr(C), link first. No
-    // reference is given back here (it could be the last, and freeing needs
-    // the lock the caller holds).
+    // which waits for this lock; `MergeLink` is repr(C), link first.
     unsafe { (*(*l).merged).scope.hdr.word.try_acquire_ref().then_some(l) }
 }
 

@@ -162,11 +162,12 @@ impl Scope {
         let mut raw = self.cause.load(Ordering::Acquire);
         #[cfg(feature = "alloc")]
         if word & CAUSE_CUSTOM != 0 {
-            // SAFETY: the cell was written before CANCELLED was published
-            // and is never written again while the node lives; `raw` came
-            // from `Arc::into_raw` and the node still owns that reference,
-            // so taking another one is sound.
-            return Cause(Repr::Custom(unsafe { Arc::<CustomCause>::clone_raw(raw) }));
+            // The cell was written before CANCELLED was published and is
+            // never written again while the node lives.
+            // SAFETY: `raw` came from `Arc::into_raw` and the node still owns
+            // that reference, so taking another one is sound.
+            let arc = unsafe { Arc::<CustomCause>::clone_raw(raw) };
+            return Cause(Repr::Custom(arc));
         }
         if raw.addr() & INHERIT != 0 {
             // Born under an ended scope: its location is that scope's
