@@ -234,7 +234,7 @@ fn in_task_group_allocates_one_block_per_task_and_nothing_to_run_them() {
         let (a0, b0) = (allocs(), live());
         for i in 0..n {
             let task = async move {
-                futures_lite::future::yield_now().await; // woken once
+                YieldOnce(false).await; // woken once
                 Ok(i)
             };
             assert!(group.try_add(task).is_ok());
@@ -255,5 +255,21 @@ fn in_task_group_allocates_one_block_per_task_and_nothing_to_run_them() {
             assert_eq!(waited, 0, "running and finishing tasks allocated");
             assert_eq!(live(), b0, "every task freed");
         }
+    }
+}
+
+/// Pending once (waking itself), then ready: a task that yields once,
+/// without a dependency (this file also runs on wasm32-wasip1).
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

@@ -13,7 +13,7 @@ use core::future::Future;
 ///
 /// Implemented for `tokio::runtime::Handle` (feature `tokio`),
 /// `async_executor::Executor` and `LocalExecutor` (feature
-/// `async-executor`), any `futures::task::Spawn` through [`FuturesSpawn`]
+/// `async-executor`), any `futures::task::Spawn` through `FuturesSpawn`
 /// (feature `futures`), and references and `Arc`s of these. For another
 /// executor it is one method:
 ///
