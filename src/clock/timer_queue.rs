@@ -1,37 +1,89 @@
-//! The timer queue: pending deadlines of one clock, in an intrusive pairing
-//! heap.
+//! The timer queue: pending deadlines of one clock, in a hierarchical timing
+//! wheel of intrusive slot lists.
 //!
-//! Each deadline node carries its own heap links ([`TimerEntry`]), so queueing
-//! never allocates and the queue's memory is exactly its live entries.
+//! Each deadline node carries its own links ([`TimerEntry`]), so queueing
+//! never allocates and the queue's memory is its fixed wheel plus its live
+//! entries.
 //!
-//! | operation | cost |
+//! # The wheel
+//!
+//! Time is the `u64` of nanoseconds of an [`Instant`]. The wheel has
+//! [`LEVELS`] levels of [`SLOTS`] slots; slot `i` of level `l` holds the
+//! entries whose deadline has `i` in bits `5l .. 5l + 5` and agrees with
+//! the wheel's own time, `elapsed`, on every bit above those. So an entry
+//! sits on the level of the highest bit where its deadline and `elapsed`
+//! differ, and level 0's slots hold exact deadlines. Each level keeps a
+//! bitmap of its non-empty slots.
+//!
+//! `elapsed` only moves forward, and never past a non-empty slot's start:
+//! `fire` moves it to the start of the earliest non-empty slot (the lowest
+//! level with a bit set, its lowest bit) and then *drains* that slot, one
+//! entry per lock hold: an entry whose deadline is `elapsed` (or earlier) is
+//! ended, any other moves down to the level of its new highest differing
+//! bit. With nothing due, `fire` moves `elapsed` up to `now`.
+//!
+//! # Invariants
+//!
+//! 1. **One lock.** Every cell of the wheel and the links and place of
+//!    every queued entry are touched only with the queue's lock held.
+//! 2. **Queued entries are alive.** An entry's owner removes it under the
+//!    lock before freeing it (the hooks' contract), so a link followed
+//!    under the lock reaches a live entry.
+//! 3. **Slots are in the future.** Except for the slot being drained and
+//!    level 0's current slot (entries due now), every non-empty slot of
+//!    level `l` has an index above `elapsed`'s index at `l`, and its
+//!    entries' deadlines are after `elapsed`. So the earliest non-empty slot
+//!    is the lowest bit of the lowest non-empty level, and its start is no
+//!    later than the earliest deadline in the wheel.
+//! 4. **Bitmaps are exact.** A slot's bit is set if and only if its list is
+//!    not empty.
+//!
+//! # Cost
+//!
+//! | operation | work under the lock |
 //! |---|---|
-//! | insert | O(1) |
-//! | earliest | O(1) |
-//! | remove any entry (cancel or drop before it fires) | O(log n) amortised |
-//! | pop the earliest (fire) | O(log n) amortised |
+//! | insert (arm) | O(1): one level computation, one push, one bit |
+//! | remove (cancel or drop before it fires) | O(1): one unlink, one bit |
+//! | fire, per lock hold | O(`LEVELS`) bitmap tests, then one entry: ended or moved down a level |
 //!
-//! Every operation is iterative (the two-pass pairing merge threads its
-//! stack through the sibling links), so a million pending deadlines are
-//! fine on a small stack.
+//! No lock hold depends on how many deadlines are pending: an entry moves
+//! down at most `LEVELS - 1` times before it ends, each move in its own
+//! lock hold, so the number of holds grows with the entries ended but the
+//! longest one does not. The price: a clock's alarm is asked for the start
+//! of the earliest slot, which for a far deadline comes before the deadline
+//! itself; `fire` then only moves entries closer, and asks again. And the
+//! wheel is a fixed `LEVELS * SLOTS` list heads per clock (1.7 KiB with
+//! 32-bit pointers, 3.3 KiB with 64-bit ones). docs/design.md compares this
+//! with the pairing heap it replaced.
 //!
-//! The heap is guarded by one lock per queue ([`Lock`]: a spin lock with
-//! `std`, a critical section without), so a clock may call [`Timers::fire`]
-//! from its alarm interrupt. The queue knows nothing of what owns an entry:
-//! each entry carries [`EntryHooks`], and `fire` pops one due entry, lets
-//! its owner claim it under the lock (the tree takes a reference on the
-//! deadline node; that may wait, with the lock held, for the one RMW a
-//! shard-array collapse owner does right after its decrement), releases the
-//! lock, then lets the owner expire. So no owner code that may take other
-//! locks or run user callbacks runs under the queue's lock.
+//! The queue is guarded by one lock ([`Lock`]: a spin lock with `std`, a
+//! critical section without), so a clock may call [`Timers::fire`] from its
+//! alarm interrupt. The queue knows nothing of what owns an entry: each
+//! entry carries [`EntryHooks`], and `fire` takes a due entry out, lets its
+//! owner claim it under the lock (the tree takes a reference on the deadline
+//! node; that may wait, with the lock held, for the one RMW a shard-array
+//! collapse owner does right after its decrement), releases the lock, then
+//! lets the owner expire. So no owner code that may take other locks or run
+//! user callbacks runs under the queue's lock.
 
 use core::fmt;
-use core::ptr;
 
 use crate::Instant;
 use crate::clock::contract::Clock;
+use crate::raw::list::{Head, Linked, Links};
 use crate::raw::lock::Lock;
 use crate::raw::sync::UnsafeCell;
+
+/// Bits of a deadline per level.
+const BITS: u32 = 5;
+/// Slots per level (one bit each in the level's `u32` bitmap).
+const SLOTS: usize = 1 << BITS;
+/// Levels: enough for every bit of a `u64` (the top one uses four).
+const LEVELS: usize = 64_usize.div_ceil(BITS as usize);
+/// `place` of an entry in no slot.
+const NOWHERE: u16 = u16::MAX;
+/// `drain` when no slot is being drained.
+const NOT_DRAINING: u8 = u8::MAX;
 
 /// Re-arms the clock if `fire` unwinds.
 struct Rearm<'a> {
@@ -48,7 +100,7 @@ impl Drop for Rearm<'_> {
 /// What the owner of a queued entry does when the entry is due. One
 /// `static` per kind of owner.
 pub(crate) struct EntryHooks {
-    /// Called with the queue's lock held, for an entry `fire` just popped:
+    /// Called with the queue's lock held, for an entry `fire` just took out:
     /// takes whatever keeps the owner alive once the lock is released.
     /// `false`: the owner is being freed (its free path takes the queue's
     /// lock to remove the entry before freeing, so it waits for this call),
@@ -59,55 +111,124 @@ pub(crate) struct EntryHooks {
     pub(crate) expire: unsafe fn(*const TimerEntry),
 }
 
-/// One pending deadline: the heap links, inside the owner's allocation (so
-/// queueing never allocates). The links are guarded by the queue's lock.
+/// One pending deadline: its slot links, inside the owner's allocation (so
+/// queueing never allocates). Links and place are guarded by the queue's
+/// lock (invariant 1).
 pub(crate) struct TimerEntry {
-    child: UnsafeCell<*const TimerEntry>,
-    sibling: UnsafeCell<*const TimerEntry>,
-    /// The parent if this is a first child, else the previous sibling.
-    prev: UnsafeCell<*const TimerEntry>,
+    links: Links<TimerEntry>,
     /// The deadline. Immutable.
     pub(crate) at: Instant,
     hooks: &'static EntryHooks,
-    queued: UnsafeCell<bool>,
+    /// `level * SLOTS + slot`, or `NOWHERE`.
+    place: UnsafeCell<u16>,
+}
+
+// SAFETY: `links` projects from `p` itself, so the result keeps the
+// provenance of the whole entry (the hooks step back from it to the owner).
+unsafe impl Linked for TimerEntry {
+    #[inline(always)]
+    unsafe fn links(p: *const TimerEntry) -> *const Links<TimerEntry> {
+        // SAFETY: (caller) `p` is a live entry.
+        unsafe { &raw const (*p).links }
+    }
 }
 
 impl TimerEntry {
     pub(crate) fn new(at: Instant, hooks: &'static EntryHooks) -> TimerEntry {
         TimerEntry {
-            child: UnsafeCell::new(ptr::null()),
-            sibling: UnsafeCell::new(ptr::null()),
-            prev: UnsafeCell::new(ptr::null()),
+            links: Links::new(),
             at,
             hooks,
-            queued: UnsafeCell::new(false),
+            place: UnsafeCell::new(NOWHERE),
         }
+    }
+
+    /// # Safety
+    /// Queue lock held; `e` alive.
+    unsafe fn place(e: *const TimerEntry) -> u16 {
+        // SAFETY: (caller) invariant 1.
+        unsafe { (*e).place.with(|p| *p) }
+    }
+
+    /// # Safety
+    /// Queue lock held; `e` alive.
+    unsafe fn set_place(e: *const TimerEntry, v: u16) {
+        // SAFETY: (caller) invariant 1.
+        unsafe { (*e).place.with_mut(|p| *p = v) }
     }
 }
 
-// Accessors for the link cells. Each is unsafe: the caller holds the queue
-// lock and `n` is alive (queued nodes are removed under that lock before
-// they are freed).
-macro_rules! cell {
-    ($get:ident, $set:ident, $field:ident, $ty:ty) => {
-        /// # Safety
-        /// Queue lock held; `n` alive.
-        unsafe fn $get(n: *const TimerEntry) -> $ty {
-            // SAFETY: (caller) lock held and node alive.
-            unsafe { (*n).$field.with(|p| *p) }
-        }
-        /// # Safety
-        /// Queue lock held; `n` alive.
-        unsafe fn $set(n: *const TimerEntry, v: $ty) {
-            // SAFETY: (caller) lock held and node alive.
-            unsafe { (*n).$field.with_mut(|p| *p = v) }
-        }
-    };
+/// One level of the wheel.
+struct Level {
+    /// Bit `i` set: slot `i` is not empty (invariant 4).
+    occupied: UnsafeCell<u32>,
+    slots: [Head<TimerEntry>; SLOTS],
 }
-cell!(child, set_child, child, *const TimerEntry);
-cell!(sibling, set_sibling, sibling, *const TimerEntry);
-cell!(prev, set_prev, prev, *const TimerEntry);
-cell!(queued, set_queued, queued, bool);
+
+impl Level {
+    crate::raw::sync::const_unless_loom! {
+        fn new() -> Level {
+            Level {
+                occupied: UnsafeCell::new(0),
+                slots: new_slots(),
+            }
+        }
+    }
+
+    /// # Safety
+    /// Queue lock held.
+    unsafe fn occupied(&self) -> u32 {
+        // SAFETY: (caller) invariant 1.
+        self.occupied.with(|o| unsafe { *o })
+    }
+
+    /// # Safety
+    /// Queue lock held.
+    unsafe fn set_occupied(&self, v: u32) {
+        // SAFETY: (caller) invariant 1.
+        self.occupied.with_mut(|o| unsafe { *o = v })
+    }
+}
+
+#[cfg(not(cancel_tree_loom))]
+const fn new_slots() -> [Head<TimerEntry>; SLOTS] {
+    [const { Head::new() }; SLOTS]
+}
+#[cfg(cancel_tree_loom)]
+fn new_slots() -> [Head<TimerEntry>; SLOTS] {
+    core::array::from_fn(|_| Head::new())
+}
+
+#[cfg(not(cancel_tree_loom))]
+const fn new_levels() -> [Level; LEVELS] {
+    [const { Level::new() }; LEVELS]
+}
+#[cfg(cancel_tree_loom)]
+fn new_levels() -> [Level; LEVELS] {
+    core::array::from_fn(|_| Level::new())
+}
+
+/// `t`'s slot index at `level`.
+#[inline(always)]
+fn index(t: u64, level: usize) -> usize {
+    ((t >> (BITS as usize * level)) as usize) & (SLOTS - 1)
+}
+
+/// The level where an entry due at `at` sits when the wheel is at `elapsed`
+/// (`at > elapsed`): that of their highest differing bit.
+#[inline(always)]
+fn level_for(at: u64, elapsed: u64) -> usize {
+    let high = 63 - (at ^ elapsed).leading_zeros();
+    high as usize / BITS as usize
+}
+
+/// The start of the slot of `at` at `level`: `at` with the bits below the
+/// level cleared.
+#[inline(always)]
+fn slot_start(at: u64, level: usize) -> u64 {
+    let below = BITS as usize * level;
+    at & !((1u64 << below) - 1)
+}
 
 /// The queue of pending deadlines of one [`Clock`].
 ///
@@ -116,13 +237,17 @@ cell!(queued, set_queued, queued, bool);
 /// off. See [`Clock`] for the whole contract.
 pub struct Timers {
     lock: Lock,
-    root: UnsafeCell<*const TimerEntry>,
+    levels: [Level; LEVELS],
+    /// The wheel's time in nanoseconds (invariant 3).
+    elapsed: UnsafeCell<u64>,
+    /// The level whose current slot is being drained, or `NOT_DRAINING`.
+    drain: UnsafeCell<u8>,
     len: UnsafeCell<usize>,
     /// The alarm last requested from the clock (`None`: none pending).
     armed: UnsafeCell<Option<Instant>>,
 }
 
-// SAFETY: every cell is only touched under `lock`.
+// SAFETY: every cell is only touched under `lock` (invariant 1).
 unsafe impl Send for Timers {}
 // SAFETY: as above.
 unsafe impl Sync for Timers {}
@@ -142,13 +267,23 @@ impl fmt::Debug for Timers {
     }
 }
 
+/// What the next lock hold of `fire` does.
+enum Step {
+    /// End or move down this entry, taken from a due slot.
+    Take(*const TimerEntry),
+    /// Nothing is due before this time (`None`: nothing pending).
+    Idle(Option<Instant>),
+}
+
 impl Timers {
     crate::raw::sync::const_unless_loom! {
         /// An empty queue.
         pub fn new() -> Timers {
             Timers {
                 lock: Lock::new(),
-                root: UnsafeCell::new(ptr::null()),
+                levels: new_levels(),
+                elapsed: UnsafeCell::new(0),
+                drain: UnsafeCell::new(NOT_DRAINING),
                 len: UnsafeCell::new(0),
                 armed: UnsafeCell::new(None),
             }
@@ -159,7 +294,7 @@ impl Timers {
     pub fn len(&self) -> usize {
         let _g = self.lock.lock();
         // SAFETY: lock held.
-        self.len.with(|l| unsafe { *l })
+        unsafe { self.count() }
     }
 
     /// `true` if no deadline is pending.
@@ -167,53 +302,232 @@ impl Timers {
         self.len() == 0
     }
 
-    /// The earliest pending deadline.
+    /// When the queue next needs [`fire`](Timers::fire): no later than the
+    /// earliest pending deadline, and exactly it when that deadline is near
+    /// (`None`: nothing is pending). For a far deadline it is the earlier
+    /// time at which the queue moves that deadline closer; firing then ends
+    /// nothing early. This is what `fire` passes to [`Clock::set_alarm`].
     pub fn next_deadline(&self) -> Option<Instant> {
         let _g = self.lock.lock();
-        // SAFETY: lock held; the root is alive while queued.
-        unsafe { self.earliest() }
+        // SAFETY: lock held.
+        unsafe { self.next_event() }
     }
 
     /// # Safety
-    /// Lock held.
-    unsafe fn earliest(&self) -> Option<Instant> {
-        // SAFETY: (caller) lock held; queued nodes are alive.
+    /// Lock held (for all the private accessors below).
+    unsafe fn count(&self) -> usize {
+        // SAFETY: (caller) invariant 1.
+        self.len.with(|l| unsafe { *l })
+    }
+
+    unsafe fn add_count(&self, d: isize) {
+        // SAFETY: (caller) invariant 1.
+        self.len
+            .with_mut(|l| unsafe { *l = (*l).wrapping_add_signed(d) })
+    }
+
+    unsafe fn elapsed(&self) -> u64 {
+        // SAFETY: (caller) invariant 1.
+        self.elapsed.with(|e| unsafe { *e })
+    }
+
+    unsafe fn set_elapsed(&self, t: u64) {
+        // SAFETY: (caller) invariant 1.
+        self.elapsed.with_mut(|e| unsafe { *e = t })
+    }
+
+    unsafe fn drain(&self) -> u8 {
+        // SAFETY: (caller) invariant 1.
+        self.drain.with(|d| unsafe { *d })
+    }
+
+    unsafe fn set_drain(&self, level: u8) {
+        // SAFETY: (caller) invariant 1.
+        self.drain.with_mut(|d| unsafe { *d = level })
+    }
+
+    unsafe fn set_armed(&self, at: Option<Instant>) {
+        // SAFETY: (caller) invariant 1.
+        self.armed.with_mut(|a| unsafe { *a = at })
+    }
+
+    /// Links `e` into the slot its deadline has at the wheel's time, and
+    /// returns when that slot is due.
+    ///
+    /// # Safety
+    /// Lock held; `e` alive and in no slot.
+    unsafe fn link(&self, e: *const TimerEntry) -> u64 {
+        // SAFETY: (caller).
         unsafe {
-            let root = self.root.with(|r| *r);
-            if root.is_null() {
-                None
+            let at = (*e).at.as_nanos();
+            let elapsed = self.elapsed();
+            let (level, slot, due) = if at <= elapsed {
+                // Due already (a clock that went back, or a deadline that
+                // came due while it moved down): level 0's current slot,
+                // which `fire` drains first.
+                (0, index(elapsed, 0), elapsed)
             } else {
-                Some((*root).at)
+                let level = level_for(at, elapsed);
+                (level, index(at, level), slot_start(at, level))
+            };
+            let lv = &self.levels[level];
+            lv.slots[slot].push_front(e);
+            lv.set_occupied(lv.occupied() | (1 << slot));
+            TimerEntry::set_place(e, (level * SLOTS + slot) as u16);
+            due
+        }
+    }
+
+    /// Unlinks a queued `e` from its slot (invariant 4 kept).
+    ///
+    /// # Safety
+    /// Lock held; `e` alive and in a slot.
+    unsafe fn unlink(&self, e: *const TimerEntry) {
+        // SAFETY: (caller).
+        unsafe {
+            let place = usize::from(TimerEntry::place(e));
+            let (lv, slot) = (&self.levels[place / SLOTS], place % SLOTS);
+            lv.slots[slot].unlink(e);
+            if lv.slots[slot].is_empty() {
+                lv.set_occupied(lv.occupied() & !(1 << slot));
+                if usize::from(self.drain()) == place / SLOTS
+                    && slot == index(self.elapsed(), place / SLOTS)
+                {
+                    self.set_drain(NOT_DRAINING);
+                }
+            }
+            TimerEntry::set_place(e, NOWHERE);
+        }
+    }
+
+    /// The earliest non-empty slot (invariant 3): its level and its start
+    /// (the wheel's time for level 0's current slot).
+    ///
+    /// # Safety
+    /// Lock held.
+    unsafe fn earliest(&self) -> Option<(usize, u64)> {
+        // SAFETY: (caller).
+        unsafe {
+            let elapsed = self.elapsed();
+            for (level, lv) in self.levels.iter().enumerate() {
+                let occupied = lv.occupied();
+                if occupied == 0 {
+                    continue;
+                }
+                let slot = occupied.trailing_zeros() as u64;
+                let shift = BITS as usize * level;
+                // The bits above the level are `elapsed`'s (invariant 3).
+                let high = match shift + BITS as usize {
+                    top if top >= 64 => 0,
+                    top => elapsed & !((1u64 << top) - 1),
+                };
+                return Some((level, (high | (slot << shift)).max(elapsed)));
+            }
+            None
+        }
+    }
+
+    /// When the queue next needs `fire`: now if a slot is being drained,
+    /// else the start of the earliest slot.
+    ///
+    /// # Safety
+    /// Lock held.
+    unsafe fn next_event(&self) -> Option<Instant> {
+        // SAFETY: (caller).
+        unsafe {
+            if self.drain() != NOT_DRAINING {
+                return Some(Instant::from_nanos(self.elapsed()));
+            }
+            self.earliest().map(|(_, at)| Instant::from_nanos(at))
+        }
+    }
+
+    /// Decides the next lock hold of `fire`: takes an entry out of the slot
+    /// being drained (or level 0's current one), first moving the wheel's
+    /// time to the earliest slot if that is due at `now`; or says nothing
+    /// is due (and moves the wheel's time up to `now`).
+    ///
+    /// # Safety
+    /// Lock held.
+    unsafe fn step(&self, now: u64) -> Step {
+        // SAFETY: (caller).
+        unsafe {
+            loop {
+                let elapsed = self.elapsed();
+                let drain = self.drain();
+                let level = if drain != NOT_DRAINING {
+                    usize::from(drain)
+                } else {
+                    match self.earliest() {
+                        Some((0, at)) if at == elapsed => 0,
+                        Some((level, at)) if at <= now => {
+                            // Move to that slot, then drain it (level 0's:
+                            // it is now the current slot).
+                            self.set_elapsed(at);
+                            if level != 0 {
+                                self.set_drain(level as u8);
+                            }
+                            continue;
+                        }
+                        next => {
+                            // Every slot starts after `now`, so moving the
+                            // wheel to `now` keeps invariant 3.
+                            if now > elapsed {
+                                self.set_elapsed(now);
+                            }
+                            return Step::Idle(next.map(|(_, at)| Instant::from_nanos(at)));
+                        }
+                    }
+                };
+                let e = self.levels[level].slots[index(elapsed, level)].first();
+                if e.is_null() {
+                    // Emptied by removals (`unlink` normally ends the drain).
+                    self.set_drain(NOT_DRAINING);
+                    continue;
+                }
+                self.unlink(e);
+                return Step::Take(e);
             }
         }
     }
 
     /// Ends every pending deadline that is due at `clock.now()`, earliest
-    /// first, then asks the clock for an alarm at the next one
-    /// ([`Clock::set_alarm`]) and returns it.
+    /// first, then asks the clock for an alarm when the queue next needs it
+    /// ([`Clock::set_alarm`]; see [`next_deadline`](Timers::next_deadline))
+    /// and returns that time.
     ///
     /// Call it from the clock's alarm (a thread, a task, an interrupt
     /// handler). Spurious or late calls are harmless. The contexts are
     /// cancelled on the calling thread: their wakers and `after_func`
-    /// closures run here, with no lock of the queue held.
+    /// closures run here, with no lock of the queue held. Each lock hold
+    /// ends or moves one entry, so an interrupt waits at most that long
+    /// however many deadlines are pending.
     pub fn fire(&self, clock: &dyn Clock) -> Option<Instant> {
-        let now = clock.now();
+        let now = clock.now().as_nanos();
         loop {
             let guard = self.lock.lock();
             // SAFETY: lock held.
-            let next = unsafe { self.earliest() };
-            match next {
-                Some(at) if at <= now => {}
-                _ => {
+            let entry = match unsafe { self.step(now) } {
+                Step::Take(e) => e,
+                Step::Idle(next) => {
                     // SAFETY: lock held.
-                    self.armed.with_mut(|a| unsafe { *a = next });
+                    unsafe { self.set_armed(next) };
                     clock.set_alarm(next);
                     drop(guard);
                     return next;
                 }
+            };
+            // SAFETY: lock held; `entry` was queued, so alive (invariant 2).
+            let due = unsafe { (*entry).at.as_nanos() <= self.elapsed() };
+            if !due {
+                // Not yet: down to the level of its next differing bit.
+                // SAFETY: lock held; just unlinked.
+                unsafe { self.link(entry) };
+                drop(guard);
+                continue;
             }
-            // SAFETY: lock held; non-empty.
-            let entry = unsafe { self.pop_root() };
+            // SAFETY: lock held.
+            unsafe { self.add_count(-1) };
             // SAFETY: the entry was queued, so its owner is alive; the hooks
             // contract: an owner being freed waits for this lock.
             let claimed = unsafe { ((*entry).hooks.claim)(entry) };
@@ -233,35 +547,39 @@ impl Timers {
         }
     }
 
-    /// Records and requests the alarm for the earliest pending deadline.
+    /// Records and requests the alarm for when the queue next needs it.
     fn rearm(&self, clock: &dyn Clock) {
         let guard = self.lock.lock();
         // SAFETY: lock held.
-        let next = unsafe { self.earliest() };
-        // SAFETY: lock held.
-        self.armed.with_mut(|a| unsafe { *a = next });
-        clock.set_alarm(next);
+        unsafe {
+            let next = self.next_event();
+            self.set_armed(next);
+            clock.set_alarm(next);
+        }
         drop(guard);
     }
 
-    /// Queues `node`; if it is the new earliest, arms the clock's alarm.
+    /// Queues `node`, which is due after `now` (a reading of `clock`); if
+    /// it is the new earliest, arms the clock's alarm.
     ///
     /// # Safety
-    /// `node` is alive, not queued, and stays alive until removed or popped.
-    pub(crate) unsafe fn insert(&self, node: *const TimerEntry, clock: &dyn Clock) {
+    /// `node` is alive, not queued, and stays alive until removed or fired.
+    pub(crate) unsafe fn insert(&self, node: *const TimerEntry, clock: &dyn Clock, now: Instant) {
         let guard = self.lock.lock();
-        // SAFETY: lock held; `node` alive (caller).
+        // SAFETY: lock held; `node` alive and unqueued (caller).
         unsafe {
-            set_queued(node, true);
-            let root = self.root.with(|r| *r);
-            let root = meld(root, node);
-            self.root.with_mut(|r| *r = root);
-            self.len.with_mut(|l| *l += 1);
-            let at = (*node).at;
+            // An empty wheel may jump to `now` (nothing to pass over), so a
+            // clock left idle does not wake for slots long past.
+            if self.count() == 0 && self.drain() == NOT_DRAINING && now.as_nanos() > self.elapsed()
+            {
+                self.set_elapsed(now.as_nanos());
+            }
+            let due = Instant::from_nanos(self.link(node));
+            self.add_count(1);
             let armed = self.armed.with(|a| *a);
-            if armed.is_none_or(|a| at < a) {
-                self.armed.with_mut(|a| *a = Some(at));
-                clock.set_alarm(Some(at));
+            if armed.is_none_or(|a| due < a) {
+                self.set_armed(Some(due));
+                clock.set_alarm(Some(due));
             }
         }
         drop(guard);
@@ -272,7 +590,7 @@ impl Timers {
     fn contains(&self, entry: &TimerEntry) -> bool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
-        unsafe { queued(entry) }
+        unsafe { TimerEntry::place(entry) != NOWHERE }
     }
 
     /// Removes `node` if it is queued. Never touches the clock: an alarm for
@@ -282,131 +600,21 @@ impl Timers {
     /// `node` is alive.
     pub(crate) unsafe fn remove(&self, node: *const TimerEntry) {
         let guard = self.lock.lock();
-        // SAFETY: lock held; `node` alive (caller); queued links are alive.
+        // SAFETY: lock held; `node` alive (caller).
         unsafe {
-            if queued(node) {
-                let root = self.root.with(|r| *r);
-                if root == node {
-                    self.pop_root();
-                } else {
-                    // Cut `node` out of its parent's child list.
-                    let p = prev(node);
-                    let s = sibling(node);
-                    if child(p) == node {
-                        set_child(p, s);
-                    } else {
-                        set_sibling(p, s);
-                    }
-                    if !s.is_null() {
-                        set_prev(s, p);
-                    }
-                    set_sibling(node, ptr::null());
-                    set_prev(node, ptr::null());
-                    let sub = merge_pairs(child(node));
-                    set_child(node, ptr::null());
-                    let root = meld(root, sub);
-                    self.root.with_mut(|r| *r = root);
-                    set_queued(node, false);
-                    self.len.with_mut(|l| *l -= 1);
-                }
+            if TimerEntry::place(node) != NOWHERE {
+                self.unlink(node);
+                self.add_count(-1);
             }
         }
         drop(guard);
-    }
-
-    /// Removes and returns the earliest node.
-    ///
-    /// # Safety
-    /// Lock held; the heap is not empty.
-    unsafe fn pop_root(&self) -> *const TimerEntry {
-        // SAFETY: (caller).
-        unsafe {
-            let root = self.root.with(|r| *r);
-            let rest = merge_pairs(child(root));
-            set_child(root, ptr::null());
-            set_queued(root, false);
-            self.root.with_mut(|r| *r = rest);
-            self.len.with_mut(|l| *l -= 1);
-            root
-        }
-    }
-}
-
-/// Melds two heaps (either may be null); returns the new root.
-///
-/// # Safety
-/// Queue lock held; both are detached roots (no sibling, no prev).
-unsafe fn meld(a: *const TimerEntry, b: *const TimerEntry) -> *const TimerEntry {
-    if a.is_null() {
-        return b;
-    }
-    if b.is_null() {
-        return a;
-    }
-    // SAFETY: (caller) both alive and detached.
-    unsafe {
-        let (top, under) = if (*b).at < (*a).at { (b, a) } else { (a, b) };
-        let first = child(top);
-        set_sibling(under, first);
-        if !first.is_null() {
-            set_prev(first, under);
-        }
-        set_prev(under, top);
-        set_child(top, under);
-        top
-    }
-}
-
-/// Two-pass pairing merge of a sibling list, iteratively; returns the root.
-///
-/// # Safety
-/// Queue lock held; `first` heads a sibling list (or is null) whose nodes are
-/// being detached from their parent.
-unsafe fn merge_pairs(first: *const TimerEntry) -> *const TimerEntry {
-    if first.is_null() {
-        return ptr::null();
-    }
-    // SAFETY: (caller) all nodes in the list are alive and ours to relink.
-    unsafe {
-        // Pass 1: meld pairs left to right, stacking results through
-        // `sibling` (last pair on top).
-        let mut stack: *const TimerEntry = ptr::null();
-        let mut cur = first;
-        while !cur.is_null() {
-            let a = cur;
-            let b = sibling(a);
-            set_prev(a, ptr::null());
-            if b.is_null() {
-                set_sibling(a, stack);
-                stack = a;
-                break;
-            }
-            cur = sibling(b);
-            set_sibling(a, ptr::null());
-            set_sibling(b, ptr::null());
-            set_prev(b, ptr::null());
-            let m = meld(a, b);
-            set_sibling(m, stack);
-            stack = m;
-        }
-        // Pass 2: meld right to left.
-        let mut result = stack;
-        let mut rest = sibling(result);
-        set_sibling(result, ptr::null());
-        while !rest.is_null() {
-            let next = sibling(rest);
-            set_sibling(rest, ptr::null());
-            result = meld(result, rest);
-            rest = next;
-        }
-        set_prev(result, ptr::null());
-        result
     }
 }
 
 #[cfg(all(test, not(cancel_tree_loom)))]
 mod tests {
     use core::cell::RefCell;
+    use std::boxed::Box;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::vec::Vec;
@@ -472,7 +680,7 @@ mod tests {
             let entry = (o as *const Owner<'_>).cast::<TimerEntry>();
             // SAFETY: every owner outlives its clock's use of it: each test
             // drains or removes its entries before the owners go.
-            unsafe { self.timers.insert(entry, self) }
+            unsafe { self.timers.insert(entry, self, self.now()) }
         }
         fn fire_at(&self, t: u64) -> Option<Instant> {
             self.now.store(t, Ordering::SeqCst);
@@ -481,52 +689,89 @@ mod tests {
         fn last_alarm(&self) -> Option<Option<Instant>> {
             self.alarms.lock().unwrap().last().copied()
         }
+        /// Fires at each requested alarm until `until`, as a clock would;
+        /// returns how many fires that took.
+        fn follow_alarms(&self, until: u64) -> usize {
+            let mut fires = 0;
+            while let Some(at) = self.timers.next_deadline() {
+                if at.as_nanos() > until {
+                    break;
+                }
+                assert!(
+                    at.as_nanos() >= self.now.load(Ordering::SeqCst),
+                    "an alarm in the past"
+                );
+                self.fire_at(at.as_nanos());
+                fires += 1;
+                assert!(fires < 10_000, "alarms make no progress");
+            }
+            fires
+        }
     }
 
     #[test]
-    fn fires_due_entries_earliest_first_and_arms_for_the_next() {
+    fn fires_due_entries_earliest_first_and_arms_no_later_than_the_next() {
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
         let owners =
             [(1, 50), (2, 10), (3, 30), (4, 10), (5, 40)].map(|(id, at)| owner(&log, id, at));
         owners.iter().for_each(|o| clock.insert(o));
         assert_eq!(clock.timers.len(), 5);
-        assert_eq!(clock.timers.next_deadline(), Some(Instant::from_nanos(10)));
-        assert_eq!(clock.fire_at(30), Some(Instant::from_nanos(40)));
+        let first = clock.timers.next_deadline().unwrap();
+        assert!(first <= Instant::from_nanos(10), "{first:?}");
+        let next = clock.fire_at(30).unwrap();
+        assert!(next > Instant::from_nanos(30) && next <= Instant::from_nanos(40));
+        assert_eq!(clock.last_alarm(), Some(Some(next)));
         let fired = log.borrow().clone();
         assert_eq!(fired.len(), 3);
         let mut first_two = [fired[0], fired[1]];
         first_two.sort();
         assert_eq!(first_two, [2, 4], "the two equal deadlines fire first");
         assert_eq!(fired[2], 3);
-        assert_eq!(clock.last_alarm(), Some(Some(Instant::from_nanos(40))));
         assert_eq!(clock.timers.len(), 2);
-        assert_eq!(clock.fire_at(1_000), None, "nothing left: alarm cleared");
-        assert_eq!(log.borrow()[2..], [3, 5, 1]);
+        // Following the alarms reaches each deadline exactly.
+        clock.follow_alarms(39);
+        assert_eq!(log.borrow().len(), 3, "nothing early");
+        assert_eq!(clock.timers.next_deadline(), Some(Instant::from_nanos(40)));
+        clock.follow_alarms(u64::MAX);
+        assert_eq!(log.borrow()[3..], [5, 1]);
+        assert_eq!(
+            clock.now.load(Ordering::SeqCst),
+            50,
+            "the last fire was at 50"
+        );
         assert!(clock.timers.is_empty());
-        assert_eq!(clock.last_alarm(), Some(None));
+        assert_eq!(
+            clock.last_alarm(),
+            Some(None),
+            "nothing left: alarm cleared"
+        );
     }
 
     #[test]
-    fn insert_arms_only_for_an_earlier_deadline() {
+    fn insert_arms_only_for_an_earlier_slot() {
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
         let (a, b, c) = (owner(&log, 1, 50), owner(&log, 2, 60), owner(&log, 3, 40));
         clock.insert(&a);
-        clock.insert(&b);
-        assert_eq!(
-            *clock.alarms.lock().unwrap(),
-            [Some(Instant::from_nanos(50))]
-        );
+        let first = clock.last_alarm().unwrap().unwrap();
+        assert!(first <= Instant::from_nanos(50));
+        clock.insert(&b); // same slot as `a`: no new alarm
+        assert_eq!(clock.alarms.lock().unwrap().len(), 1);
+        clock.timers.fire(&clock); // at 0: nothing due, the wheel stays
+        clock.fire_at(35); // the wheel moves to 35: 40 is now exact
         clock.insert(&c);
         assert_eq!(clock.last_alarm(), Some(Some(Instant::from_nanos(40))));
+        let alarms = clock.alarms.lock().unwrap().len();
         // Removing never touches the clock: the alarm finds nothing due.
         // SAFETY: queued owners, alive.
         unsafe { clock.timers.remove(&c.entry) };
-        assert_eq!(clock.alarms.lock().unwrap().len(), 2);
-        assert_eq!(clock.fire_at(40), Some(Instant::from_nanos(50)));
+        assert_eq!(clock.alarms.lock().unwrap().len(), alarms);
+        let next = clock.fire_at(40).unwrap();
+        assert!(next <= Instant::from_nanos(50));
         assert!(log.borrow().is_empty());
         clock.fire_at(u64::MAX);
+        assert_eq!(*log.borrow(), [1, 2]);
     }
 
     #[test]
@@ -534,7 +779,6 @@ mod tests {
         const N: u32 = 200;
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
-        // Increasing order, then one pop: the pairing heap's worst shape.
         let owners: Vec<_> = (0..N).map(|i| owner(&log, i, 100 + u64::from(i))).collect();
         owners.iter().for_each(|o| clock.insert(o));
         clock.fire_at(100);
@@ -555,6 +799,54 @@ mod tests {
     }
 
     #[test]
+    fn removing_entries_of_the_slot_being_drained() {
+        // Entries of one far slot; a removal from inside `expire` (as a
+        // cancel walk would do) while `fire` drains that slot.
+        #[repr(C)]
+        struct Remover<'a> {
+            entry: TimerEntry,
+            victims: Vec<*const TimerEntry>,
+            timers: &'a Timers,
+            log: &'a RefCell<Vec<u64>>,
+        }
+        static HOOKS: EntryHooks = EntryHooks {
+            claim: |_| true,
+            expire: |e| {
+                // SAFETY: every entry is the first field of a live Remover.
+                let r = unsafe { &*e.cast::<Remover<'_>>() };
+                r.log.borrow_mut().push(r.entry.at.as_nanos());
+                for &v in &r.victims {
+                    // SAFETY: the victims are alive.
+                    unsafe { r.timers.remove(v) };
+                }
+            },
+        };
+        let log = RefCell::new(Vec::new());
+        let clock = TestClock::default();
+        let base = 5u64 << 20; // all in one level-4 slot
+        let mut rs: Vec<Box<Remover<'_>>> = (0..8)
+            .map(|i| {
+                Box::new(Remover {
+                    entry: TimerEntry::new(Instant::from_nanos(base + i), &HOOKS),
+                    victims: Vec::new(),
+                    timers: &clock.timers,
+                    log: &log,
+                })
+            })
+            .collect();
+        let ptrs: Vec<*const TimerEntry> = rs.iter().map(|r| &r.entry as *const _).collect();
+        rs[0].victims = ptrs[1..].iter().step_by(2).copied().collect();
+        for r in &rs {
+            // SAFETY: the boxes outlive the queue's use of them.
+            unsafe { clock.timers.insert(&r.entry, &clock, clock.now()) };
+        }
+        clock.fire_at(base + 100);
+        assert_eq!(*log.borrow(), [base, base + 2, base + 4, base + 6]);
+        assert!(clock.timers.is_empty());
+        drop(rs);
+    }
+
+    #[test]
     fn an_owner_being_freed_is_skipped() {
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
@@ -565,7 +857,11 @@ mod tests {
         clock.insert(&live);
         clock.fire_at(10);
         assert_eq!(*log.borrow(), [2]);
-        assert!(!clock.timers.contains(&dying.entry), "popped all the same");
+        assert!(
+            !clock.timers.contains(&dying.entry),
+            "taken out all the same"
+        );
+        assert!(clock.timers.is_empty());
     }
 
     #[test]
@@ -573,11 +869,21 @@ mod tests {
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
         let end = owner(&log, 1, u64::MAX);
-        clock.insert(&end);
-        assert_eq!(clock.fire_at(u64::MAX - 1), Some(Instant::MAX));
-        assert!(log.borrow().is_empty());
-        clock.fire_at(u64::MAX);
-        assert_eq!(*log.borrow(), [1]);
+        let near_end = owner(&log, 2, u64::MAX - 1);
+        let top = owner(&log, 3, 1 << 63);
+        [&end, &near_end, &top].iter().for_each(|o| clock.insert(o));
+        let fires = clock.follow_alarms(u64::MAX - 2);
+        assert_eq!(*log.borrow(), [3]);
+        assert!(
+            fires <= 2 * LEVELS,
+            "{fires} fires to cross the whole range"
+        );
+        assert!(clock.timers.next_deadline().unwrap() <= Instant::from_nanos(u64::MAX - 1));
+        clock.fire_at(u64::MAX - 1);
+        assert_eq!(*log.borrow(), [3, 2]);
+        clock.follow_alarms(u64::MAX);
+        assert_eq!(*log.borrow(), [3, 2, 1]);
+        assert!(clock.timers.is_empty());
     }
 
     #[test]
@@ -591,5 +897,205 @@ mod tests {
         assert!(log.borrow().is_empty());
         clock.fire_at(500);
         assert_eq!(*log.borrow(), [1]);
+    }
+
+    #[test]
+    fn a_clock_that_jumps_far_ahead_fires_everything_due_in_one_call() {
+        let log = RefCell::new(Vec::new());
+        let clock = TestClock::default();
+        let owners: Vec<_> = (0..64u32)
+            .map(|i| owner(&log, i, 1u64 << i.min(63)))
+            .collect();
+        owners.iter().rev().for_each(|o| clock.insert(o));
+        assert_eq!(clock.fire_at(u64::MAX), None);
+        assert_eq!(*log.borrow(), (0..64).collect::<Vec<_>>(), "earliest first");
+    }
+
+    #[test]
+    fn an_idle_wheel_jumps_to_now_on_insert() {
+        let log = RefCell::new(Vec::new());
+        let clock = TestClock::default();
+        clock.now.store(1 << 40, Ordering::SeqCst);
+        let a = owner(&log, 1, (1 << 40) + 5);
+        clock.insert(&a);
+        assert_eq!(
+            clock.timers.next_deadline(),
+            Some(Instant::from_nanos((1 << 40) + 5)),
+            "exact: not the start of a slot passed long ago"
+        );
+        clock.fire_at(u64::MAX);
+    }
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// The wheel against a reference (a list of pending deadlines): random
+    /// inserts (equal, near, far, at the end of time), removals, fires at
+    /// random times (forward, far ahead, back), and fires at the alarms.
+    /// After every step: the same entries fired, earliest first, none early,
+    /// none late; the same entries pending; the alarm no later than the
+    /// earliest pending deadline.
+    #[test]
+    fn agrees_with_a_reference_model() {
+        #[repr(C)]
+        struct Entry {
+            entry: TimerEntry,
+            id: usize,
+            log: *const RefCell<Vec<(usize, u64)>>,
+        }
+        static HOOKS: EntryHooks = EntryHooks {
+            claim: |_| true,
+            expire: |e| {
+                // SAFETY: every entry here is the first field of a live Entry.
+                let e = unsafe { &*e.cast::<Entry>() };
+                // SAFETY: the log outlives the entries.
+                unsafe { (*e.log).borrow_mut().push((e.id, e.entry.at.as_nanos())) };
+            },
+        };
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let log = RefCell::new(Vec::new());
+            let clock = TestClock::default();
+            let mut entries: Vec<Box<Entry>> = Vec::new();
+            // Reference: pending (id, at); the queue's time (latest now).
+            let mut pending: Vec<(usize, u64)> = Vec::new();
+            let mut time = 0u64;
+            let mut overdue = Vec::new();
+            for _ in 0..400 {
+                let mut fired_now = true;
+                match rng.below(10) {
+                    0..=3 => {
+                        let now = clock.now.load(Ordering::SeqCst);
+                        // After `now`, as `arm` queues (or, the first
+                        // case, already due: a clock that went back).
+                        let after = |d: u64| now.saturating_add(1).saturating_add(d);
+                        let at = match rng.below(7) {
+                            0 => now.min(time).saturating_sub(rng.below(3)),
+                            1 => after(rng.below(40)),
+                            2 => after(rng.below(1 << 20)),
+                            3 => after(rng.next() >> rng.below(64)),
+                            4 => u64::MAX - rng.below(3),
+                            5 => pending.first().map_or(after(0), |p| p.1.max(after(0))),
+                            _ => after(rng.below(5000)),
+                        };
+                        if pending.is_empty() {
+                            time = time.max(now); // an empty wheel jumps to `now`
+                        }
+                        let id = entries.len();
+                        let e = Box::new(Entry {
+                            entry: TimerEntry::new(Instant::from_nanos(at), &HOOKS),
+                            id,
+                            log: &log,
+                        });
+                        // SAFETY: boxed, alive until the end of the seed.
+                        unsafe { clock.timers.insert(&e.entry, &clock, clock.now()) };
+                        entries.push(e);
+                        if at <= time {
+                            overdue.push(id); // due at once, in no order
+                        }
+                        pending.push((id, at));
+                        fired_now = false;
+                    }
+                    4 | 5 if !pending.is_empty() => {
+                        let k = rng.below(pending.len() as u64) as usize;
+                        let (id, _) = pending.swap_remove(k);
+                        // SAFETY: alive.
+                        unsafe { clock.timers.remove(&entries[id].entry) };
+                        fired_now = false;
+                    }
+                    6 if rng.below(2) == 0 => {
+                        // Time passes; the alarm has not gone off yet.
+                        let now = clock.now.load(Ordering::SeqCst);
+                        let t = now.saturating_add(rng.next() >> rng.below(64));
+                        clock.now.store(t, Ordering::SeqCst);
+                        fired_now = false;
+                    }
+                    6 => {
+                        // Fire at the alarm, as the clock would.
+                        if let Some(at) = clock.timers.next_deadline() {
+                            let now = clock.now.load(Ordering::SeqCst).max(at.as_nanos());
+                            clock.fire_at(now);
+                            time = time.max(now);
+                        }
+                    }
+                    _ => {
+                        let now = clock.now.load(Ordering::SeqCst);
+                        let t = match rng.below(5) {
+                            0 => now.saturating_sub(rng.below(1000)), // back
+                            1 => now.saturating_add(rng.next() >> rng.below(64)),
+                            2 => u64::MAX,
+                            _ => now.saturating_add(rng.below(3000)),
+                        };
+                        clock.fire_at(t);
+                        time = time.max(t);
+                    }
+                }
+                // What fired is exactly what the reference says was due.
+                let fired: Vec<(usize, u64)> = log.borrow_mut().drain(..).collect();
+                let in_time: Vec<u64> = fired
+                    .iter()
+                    .filter(|f| !overdue.contains(&f.0))
+                    .map(|f| f.1)
+                    .collect();
+                assert!(
+                    in_time.windows(2).all(|w| w[0] <= w[1]),
+                    "seed {seed}: not earliest first: {fired:?}"
+                );
+                for &(id, at) in &fired {
+                    assert!(at <= time, "seed {seed}: {id} fired early");
+                    let k = pending.iter().position(|p| p.0 == id);
+                    assert!(
+                        k.is_some(),
+                        "seed {seed}: {id} fired twice or after removal"
+                    );
+                    pending.swap_remove(k.unwrap());
+                }
+                if fired_now {
+                    assert!(
+                        pending.iter().all(|p| p.1 > time),
+                        "seed {seed}: a due entry was left"
+                    );
+                }
+                assert_eq!(clock.timers.len(), pending.len(), "seed {seed}");
+                if let Some(min) = pending.iter().map(|p| p.1).min() {
+                    let next = clock.timers.next_deadline().expect("pending");
+                    assert!(
+                        next.as_nanos() <= min.max(time),
+                        "seed {seed}: alarm {next:?} after a deadline {min} (time {time})"
+                    );
+                } else {
+                    assert_eq!(clock.timers.next_deadline(), None, "seed {seed}");
+                }
+            }
+            clock.fire_at(u64::MAX);
+            let left = log.borrow().len();
+            assert_eq!(left, pending.len(), "seed {seed}: the end of time ends all");
+            assert!(clock.timers.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_entry_moves_down_at_most_once_per_level() {
+        // Every fire call ends or moves one entry per lock hold; an entry
+        // due at the end of time, alone, is moved at most LEVELS - 1 times
+        // and needs at most LEVELS alarms.
+        let log = RefCell::new(Vec::new());
+        let clock = TestClock::default();
+        let a = owner(&log, 1, u64::MAX - 12345);
+        clock.insert(&a);
+        let fires = clock.follow_alarms(u64::MAX);
+        assert_eq!(*log.borrow(), [1]);
+        assert!(fires <= LEVELS, "{fires} alarms");
     }
 }

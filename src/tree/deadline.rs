@@ -279,7 +279,7 @@ pub(crate) unsafe fn arm(ds: *const DeadlineScope, clock: &dyn Clock, now: Insta
             return;
         }
         // The node outlives its queue entry (removed before it is freed).
-        clock.timers().insert(&raw const (*ds).timer, clock);
+        clock.timers().insert(&raw const (*ds).timer, clock, now);
         if (*s).hdr.word.load() & CANCELLED != 0 {
             // Cancelled by the parent between attaching and queueing: its
             // walk may have missed the entry, so remove it now.
