@@ -853,8 +853,8 @@ fn timer_queue(root: &Context) -> bool {
     use crate::cs;
     use cancel_tree::Instant;
 
-    // Each pending deadline context is 80 B of heap (plus 8 B in the Vec
-    // holding it): 12 KiB on the micro:bit hold 128, not 256.
+    // As many as the heap holds: on the micro:bit 128, not 256 (each
+    // pending deadline context is a heap node; docs/embedded.md).
     #[cfg(board = "microbit")]
     const NS: [usize; 5] = [1, 4, 16, 32, 128];
     #[cfg(board = "mps2_an386")]
