@@ -13,6 +13,12 @@
 # with no feature at all and NO global allocator; the script also checks
 # that no allocator and no `alloc` crate code is linked into that build).
 #
+# The `measure-cs` runs print `latency: ...` lines (the longest
+# interrupts-masked sections: the ISR fan-out and the timer-queue tables of
+# docs/embedded.md); after all runs they are printed again, per target,
+# under `=== firmware: latency tables (<target>)`, and a `measure-cs` run
+# that printed none fails.
+#
 # Installs what it needs (rust targets; qemu-system-arm via apt). If QEMU
 # cannot be installed it still builds everything, prints a loud
 # "SKIPPED: firmware run (reason)" and exits 0; any build or check failure
@@ -43,7 +49,8 @@ declare -A MACHINE=([thumbv7em-none-eabihf]=mps2-an386 [thumbv6m-none-eabi]=micr
 # Feature sets that are run: cortex-m's critical section, then the timing
 # one, then the heap-free checks with no allocator.
 NO_ALLOC="--no-default-features --features single-core-cs,no-alloc"
-CONFIGS=("" "--no-default-features --features scenarios,measure-cs" "$NO_ALLOC")
+MEASURE="--no-default-features --features scenarios,measure-cs"
+CONFIGS=("" "$MEASURE" "$NO_ALLOC")
 TIMEOUT=120
 
 step() { printf '\n=== firmware: %s (%s)\n' "$1" "$(date +%T)"; }
@@ -139,6 +146,8 @@ fi
 
 cd "$FW"
 failed=0
+# The `latency:` lines of each target's `measure-cs` run.
+declare -A LATENCY=()
 for t in "${TARGETS[@]}"; do
     for cfg in "${CONFIGS[@]}"; do
         label="$t${cfg:+ ($cfg)}"
@@ -171,9 +180,23 @@ for t in "${TARGETS[@]}"; do
             echo "firmware $label: FAILED (exit code $rc)"
             failed=1
         fi
+        if [ "$cfg" = "$MEASURE" ]; then
+            LATENCY[$t]=$(grep '^latency:' "$log" || true)
+            if [ -z "${LATENCY[$t]}" ]; then
+                echo "firmware $label: FAILED (no latency: lines)"
+                failed=1
+            fi
+        fi
         rm -f "$log"
     done
 done
+
+if [ -z "$skip_reason" ]; then
+    for t in "${TARGETS[@]}"; do
+        step "latency tables ($t, QEMU ${MACHINE[$t]}, SysTick counts at the core clock)"
+        echo "${LATENCY[$t]:-(none)}"
+    done
+fi
 
 if [ "$MODE" = sizes ]; then
     step "sizes"

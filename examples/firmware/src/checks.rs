@@ -139,13 +139,31 @@ pub fn on_tick(t: u64) {
     }
 }
 
-/// The PendSV handler: cancels (a)'s context from interrupt context.
+/// The masked sections of the last cancel PendSV made (`measure-cs`): reset
+/// right before `cancel_with`, read right after, so they are exactly that
+/// call's (SysTick has PendSV's priority, so it cannot preempt it).
+#[cfg(feature = "measure-cs")]
+static PENDSV_CS: Mutex<Cell<crate::cs::Stats>> = Mutex::new(Cell::new(crate::cs::Stats {
+    count: 0,
+    max: 0,
+    max_ipsr: 0,
+    alloc_max: 0,
+}));
+
+/// The PendSV handler: cancels the handed-over context from interrupt
+/// context ((a), and the fan-out of `latency`).
 pub fn on_pendsv() {
     ISR_CANCEL.use_once(|(handle, cause)| {
+        #[cfg(feature = "measure-cs")]
+        crate::cs::reset();
         // Cloning a cause only bumps a count; cancelling wakes the waiting
-        // task's waker and runs (a)'s `after_func` right here.
+        // tasks' wakers and runs the `after_func` closures right here.
         handle.cancel_with(cause.clone());
+        #[cfg(feature = "measure-cs")]
+        let s = crate::cs::stats();
         set(&PENDSV_CANCELLED_AT, CLOCK.ticks());
+        #[cfg(feature = "measure-cs")]
+        set(&PENDSV_CS, s);
     });
 }
 
@@ -587,19 +605,13 @@ fn memory_costs(r: &mut Report, root: &Context) {
 }
 
 /// Interrupt latency (feature `measure-cs`): the longest interrupts-masked
-/// section in each phase, in SysTick counts (core clock cycles).
+/// section in each phase, in SysTick counts (core clock cycles): a tree
+/// derived and cancelled from thread mode, a fan-out of waiters cancelled
+/// from PendSV, and the timer queue against the number of pending deadlines.
 #[cfg(feature = "measure-cs")]
 fn latency(r: &mut Report, root: &Context) {
     use crate::cs;
 
-    // Microseconds at the core clock, with one decimal.
-    struct Us(u32);
-    impl core::fmt::Display for Us {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            let tenths = self.0 as u64 * 10_000_000 / crate::clock::CORE_HZ as u64;
-            write!(f, "{}.{}", tenths / 10, tenths % 10)
-        }
-    }
     let us = Us;
     let show = |what: &str, s: cs::Stats| {
         hprintln!(
@@ -631,58 +643,292 @@ fn latency(r: &mut Report, root: &Context) {
     drop(kids);
     drop(p);
 
-    // Deadlines due in the same tick, queued in increasing order (every one
-    // becomes a child of the heap's root): the first pop merges them all.
-    #[cfg(board = "microbit")]
-    const NS: [usize; 4] = [1, 4, 16, 32];
-    #[cfg(board = "mps2_an386")]
-    const NS: [usize; 5] = [1, 4, 16, 32, 128];
-    let mut fire = [0u32; NS.len()];
-    let mut remove = [0u32; NS.len()];
-    for (k, &n) in NS.iter().enumerate() {
-        // Fired by the SysTick alarm.
-        let base = CLOCK.now().as_nanos() + 3_000_000;
-        let ts: Vec<_> = (0..n)
-            .map(|i| root.with_deadline(cancel_tree::Instant::from_nanos(base + i as u64)))
+    let fan = isr_fan_out(r, root);
+    let tq = timer_queue(root);
+
+    r.check(
+        "latency measured",
+        derive.max > 0 && cancel.max > 0 && fan.iter().all(|s| s.max > 0) && tq,
+        format_args!(
+            "longest masked section: derive {} us, cancel walk {} us, ISR fan-out {} / {} us, every timer-queue figure non-zero with the right number pending: {}",
+            us(derive.max),
+            us(cancel.max),
+            us(fan[0].max),
+            us(fan[1].max),
+            tq
+        ),
+    );
+}
+
+/// Microseconds at the core clock, with one decimal.
+#[cfg(feature = "measure-cs")]
+struct Us(u32);
+
+#[cfg(feature = "measure-cs")]
+impl core::fmt::Display for Us {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tenths = self.0 as u64 * 10_000_000 / crate::clock::CORE_HZ as u64;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+/// `x / base` as `x.yy` (integer hundredths: no floats on the M0).
+#[cfg(feature = "measure-cs")]
+struct Ratio(u32, u32);
+
+#[cfg(feature = "measure-cs")]
+impl core::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let h = (self.0 as u64 * 100)
+            .checked_div(self.1 as u64)
+            .unwrap_or(0);
+        write!(f, "{}.{:02}x", h / 100, h % 100)
+    }
+}
+
+// --- ISR fan-out (measure-cs) -----------------------------------------------
+
+/// Wakes of the fan-out's `Done` futures: how many, and which (bit i: the
+/// i-th future's waker).
+#[cfg(feature = "measure-cs")]
+static FAN_WOKEN: Mutex<Cell<(u32, u64)>> = Mutex::new(Cell::new((0, 0)));
+/// The fan-out's `after_func` closures: how many ran, and how many of those
+/// in PendSV.
+#[cfg(feature = "measure-cs")]
+static FAN_AF: Mutex<Cell<(u32, u32)>> = Mutex::new(Cell::new((0, 0)));
+
+#[cfg(feature = "measure-cs")]
+fn fan_wake(i: usize) {
+    critical_section::with(|cs| {
+        let c = FAN_WOKEN.borrow(cs);
+        let (n, bits) = c.get();
+        c.set((n + 1, bits | (1 << i)));
+    });
+}
+
+#[cfg(feature = "measure-cs")]
+const FAN_VTABLE: core::task::RawWakerVTable = core::task::RawWakerVTable::new(
+    |p| core::task::RawWaker::new(p, &FAN_VTABLE),
+    |p| fan_wake(p as usize),
+    |p| fan_wake(p as usize),
+    |_| {},
+);
+
+/// The waker of the fan-out's `i`-th `Done`: records that it was woken.
+#[cfg(feature = "measure-cs")]
+fn fan_waker(i: usize) -> core::task::Waker {
+    // SAFETY: the vtable's functions only read the index in the data
+    // pointer; they are interrupt-safe (a critical section) and the data
+    // needs no drop.
+    unsafe { core::task::Waker::from_raw(core::task::RawWaker::new(i as *const (), &FAN_VTABLE)) }
+}
+
+/// Waiters and `after_func`s of the big fan-out (at most 64: one bit each
+/// in `FAN_WOKEN`).
+#[cfg(feature = "measure-cs")]
+const FAN_OUT: usize = 64;
+
+/// Cancels, from PendSV, a context with `n` `Done` futures pending and `n`
+/// `after_func` registrations, for n = 1 and [`FAN_OUT`]: the longest masked
+/// section must not grow with n (the walk pops one waiter per section and
+/// wakes / runs it with no lock held). Returns the two PendSV figures.
+#[cfg(feature = "measure-cs")]
+fn isr_fan_out(r: &mut Report, root: &Context) -> [crate::cs::Stats; 2] {
+    use core::task::Poll;
+
+    let mut out = [crate::cs::Stats::default(); 2];
+    let mut ok = [false; 2];
+    for (k, n) in [1, FAN_OUT].into_iter().enumerate() {
+        let (ctx, handle) = root.with_cancel();
+        let cause = Cause::msg("fan-out cancelled from PendSV");
+        set(&FAN_WOKEN, (0, 0));
+        set(&FAN_AF, (0, 0));
+        // `n` Done futures, each polled once (so registered) with its own
+        // waker, and `n` after_func closures; every handle is kept, so
+        // nothing is freed in the handler.
+        let mut dones: Vec<Pin<Box<cancel_tree::Done<'_>>>> =
+            (0..n).map(|_| Box::pin(ctx.done())).collect();
+        let mut registered = 0;
+        for (i, d) in dones.iter_mut().enumerate() {
+            let w = fan_waker(i);
+            let mut cx = core::task::Context::from_waker(&w);
+            registered += usize::from(d.as_mut().poll(&mut cx).is_pending());
+        }
+        let afs: Vec<_> = (0..n)
+            .map(|_| {
+                ctx.after_func(|| {
+                    let in_pendsv = u32::from(heap::ipsr() == PENDSV);
+                    critical_section::with(|cs| {
+                        let c = FAN_AF.borrow(cs);
+                        let (ran, isr) = c.get();
+                        c.set((ran + 1, isr + in_pendsv));
+                    });
+                })
+            })
             .collect();
+
+        // Hand the handle to PendSV and pend it: it runs at once (thread
+        // mode has interrupts enabled), cancels, and records its sections.
+        set(&PENDSV_CANCELLED_AT, u64::MAX);
+        let isr_allocs = HEAP.counts().isr_allocs;
+        ISR_CANCEL.put((handle, cause));
+        SCB::set_pendsv();
+        cortex_m::asm::dsb();
+        cortex_m::asm::isb();
+        let ran = get(&PENDSV_CANCELLED_AT) != u64::MAX;
+        let handle = ISR_CANCEL.take().map(|(h, _)| h);
+        let s = get(&PENDSV_CS);
+        out[k] = s;
+
+        let (woken, bits) = get(&FAN_WOKEN);
+        let all_bits = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut ready = 0;
+        for (i, d) in dones.iter_mut().enumerate() {
+            let w = fan_waker(i);
+            let mut cx = core::task::Context::from_waker(&w);
+            ready += usize::from(matches!(
+                d.as_mut().poll(&mut cx),
+                Poll::Ready(Error::Canceled)
+            ));
+        }
+        let (af_ran, af_isr) = get(&FAN_AF);
+        ok[k] = ran
+            && registered == n
+            && woken as usize == n
+            && bits == all_bits
+            && ready == n
+            && af_ran as usize == n
+            && af_isr as usize == n
+            && HEAP.counts().isr_allocs == isr_allocs;
+        hprintln!(
+            "latency: ISR fan-out, {:>2} Done + {:>2} after_func cancelled from PendSV: longest masked section {} counts ({} us), {} sections; {} of {} woken, {} of {} after_func ran in PendSV",
+            n,
+            n,
+            s.max,
+            Us(s.max),
+            s.count,
+            woken,
+            n,
+            af_isr,
+            n
+        );
+        drop(dones);
+        drop(afs);
+        drop(handle);
+    }
+    r.check(
+        "ISR fan-out: every waiter woken and every after_func run, from PendSV",
+        ok[0] && ok[1],
+        format_args!(
+            "1 and {} Done futures + after_funcs: {:?} (each: PendSV ran, all registered, each waker woken once, each Done Ready(Canceled), each closure ran in PendSV, no allocation there)",
+            FAN_OUT, ok
+        ),
+    );
+    r.check(
+        "ISR fan-out: the longest masked section does not grow with the waiters",
+        out[0].max > 0 && out[1].max <= 2 * out[0].max,
+        format_args!(
+            "longest section with 1 waiter + 1 after_func {} counts, with {} + {} {} counts ({}; bound 2.00x); {} vs {} sections",
+            out[0].max,
+            FAN_OUT,
+            FAN_OUT,
+            out[1].max,
+            Ratio(out[1].max, out[0].max),
+            out[0].count,
+            out[1].count
+        ),
+    );
+    out
+}
+
+// --- the timer queue (measure-cs) --------------------------------------------
+
+/// The longest masked section of each timer-queue operation against the
+/// number of deadlines pending, printed as one table line per count.
+/// Returns whether every figure was measured (non-zero, with the intended
+/// number of deadlines pending). No bound is checked here: the pairing heap
+/// is O(n) in this worst case.
+#[cfg(feature = "measure-cs")]
+fn timer_queue(root: &Context) -> bool {
+    use crate::cs;
+    use cancel_tree::Instant;
+
+    // As many as the heap holds: on the micro:bit 128, not 256 (each
+    // pending deadline context is a heap node; docs/embedded.md).
+    #[cfg(board = "microbit")]
+    const NS: [usize; 5] = [1, 4, 16, 32, 128];
+    #[cfg(board = "mps2_an386")]
+    const NS: [usize; 6] = [1, 4, 16, 32, 128, 256];
+    const FIRE: usize = 0;
+    const CANCEL: usize = 1;
+    const ARM_EARLY: usize = 2;
+    const ARM_LATE: usize = 3;
+    let mut m = [[0u32; 4]; NS.len()];
+    let mut measured = true;
+    let now = || CLOCK.now().as_nanos();
+    for (k, &n) in NS.iter().enumerate() {
+        // fire: deadlines due in the same tick, queued in increasing order
+        // (every one becomes a child of the heap's root, the pairing heap's
+        // worst case): the first pop merges them all. Fired by the SysTick
+        // alarm; far enough ahead that all n are queued first.
+        let base = now() + 2_000_000 + n as u64 * 200_000;
+        let ts: Vec<_> = (0..n)
+            .map(|i| root.with_deadline(Instant::from_nanos(base + i as u64)))
+            .collect();
+        measured &= CLOCK.timers().len() == n;
         cs::reset();
         while !CLOCK.timers().is_empty() {
             cortex_m::asm::wfi();
         }
-        fire[k] = cs::stats().max;
+        m[k][FIRE] = cs::stats().max;
+        measured &= ts
+            .iter()
+            .all(|(c, _)| c.err() == Some(Error::DeadlineExceeded));
         drop(ts);
-        // Cancelled from thread mode, the earliest first (a root removal).
+
+        // The same queue shape, a second ahead.
+        let far = now() + 1_000_000_000;
         let ts: Vec<_> = (0..n)
-            .map(|i| {
-                root.with_deadline(cancel_tree::Instant::from_nanos(
-                    base + 1_000_000_000 + i as u64,
-                ))
-            })
+            .map(|i| root.with_deadline(Instant::from_nanos(far + i as u64)))
             .collect();
+        measured &= CLOCK.timers().len() == n;
+        // arm: one more deadline context, earlier than all (the new
+        // earliest: the clock's alarm is re-armed inside the section)...
+        cs::reset();
+        let early = root.with_deadline(Instant::from_nanos(far - 1));
+        m[k][ARM_EARLY] = cs::stats().max;
+        measured &= CLOCK.timers().next_deadline() == Some(Instant::from_nanos(far - 1))
+            && CLOCK.timers().len() == n + 1;
+        drop(early);
+        // ... and later than all.
+        cs::reset();
+        let late = root.with_deadline(Instant::from_nanos(far + n as u64));
+        m[k][ARM_LATE] = cs::stats().max;
+        measured &= CLOCK.timers().next_deadline() == Some(Instant::from_nanos(far))
+            && CLOCK.timers().len() == n + 1;
+        drop(late);
+        // cancel / remove: the earliest, from thread mode (a root removal).
         cs::reset();
         ts[0].1.cancel();
-        remove[k] = cs::stats().max;
+        m[k][CANCEL] = cs::stats().max;
+        measured &= CLOCK.timers().len() == n - 1;
         drop(ts);
     }
+    let one = m[0];
     for (k, &n) in NS.iter().enumerate() {
+        let f = m[k];
         hprintln!(
-            "latency: {} pending deadlines: fire (SysTick) longest masked section {} counts ({} us); cancel the earliest (thread) {} counts ({} us)",
+            "latency: timer queue, {:>3} pending: fire {} counts ({}), cancel earliest {} ({}), arm earliest {} ({}), arm latest {} ({}) [ratio to 1 pending]",
             n,
-            fire[k],
-            us(fire[k]),
-            remove[k],
-            us(remove[k])
+            f[FIRE],
+            Ratio(f[FIRE], one[FIRE]),
+            f[CANCEL],
+            Ratio(f[CANCEL], one[CANCEL]),
+            f[ARM_EARLY],
+            Ratio(f[ARM_EARLY], one[ARM_EARLY]),
+            f[ARM_LATE],
+            Ratio(f[ARM_LATE], one[ARM_LATE])
         );
     }
-    r.check(
-        "latency measured",
-        derive.max > 0 && cancel.max > 0 && fire.iter().all(|&c| c > 0),
-        format_args!(
-            "longest masked section: cancel walk {} us, fire with 1 deadline {} us, with {} deadlines {} us",
-            us(cancel.max),
-            us(fire[0]),
-            NS[NS.len() - 1],
-            us(fire[NS.len() - 1])
-        ),
-    );
+    measured && m.iter().all(|f| f.iter().all(|&c| c > 0))
 }
