@@ -9,7 +9,7 @@ use std::sync::Arc as StdArc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cancel_tree::{Context, Error, ManualClock};
+use cancel_tree::{Clock, Context, Error, ManualClock};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
@@ -247,6 +247,69 @@ fn deadline_fire_vs_drop() {
         drop(ctx);
         t.join().unwrap();
         assert_eq!(clock.pending(), 0);
+    });
+}
+
+/// The timing wheel (timer queue, invariant 3): two deadlines in one far
+/// slot, drained by `fire` one entry per lock hold (one ends, the other
+/// moves down a level in between), while another thread cancels the second
+/// and derives a new timeout (inserted while the slot is being drained).
+/// Every context ends once, as it should; nothing stays queued that ended.
+#[test]
+fn wheel_drain_vs_cancel_and_insert() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        // 64 and 70 ns share a level-1 slot; 70 needs a second step.
+        let (a, _ha) = root.with_timeout(Duration::from_nanos(64));
+        let (b, hb) = root.with_timeout(Duration::from_nanos(70));
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.advance(Duration::from_nanos(100)));
+        hb.cancel();
+        let (c, _hc) = root.with_timeout(Duration::from_nanos(3));
+        t.join().unwrap();
+        assert_eq!(a.err(), Some(Error::DeadlineExceeded));
+        assert!(b.is_cancelled(), "cancelled or expired");
+        // `c` was derived at 0 (the advance fires it) or at 100 (pending).
+        let now = clock.now().as_nanos();
+        let c_due = c.deadline().unwrap().as_nanos() <= now;
+        assert_eq!(c.err().is_some(), c_due, "c ended iff its deadline passed");
+        assert_eq!(clock.pending(), usize::from(!c_due));
+        clock.advance(Duration::from_nanos(3));
+        assert!(c.is_cancelled());
+        assert_eq!(clock.pending(), 0);
+    });
+}
+
+/// The timing wheel: two threads fire the same clock at once (a clock's
+/// alarm and a blocking wait, say) over equal deadlines: each ends exactly
+/// once and the queue ends empty. (`set` fires too.)
+#[test]
+fn wheel_two_fires_equal_deadlines() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (a, _ha) = root.with_timeout(Duration::from_nanos(40));
+        let (b, _hb) = root.with_timeout(Duration::from_nanos(40));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let afs: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|c| {
+                let w = wakes.clone();
+                c.after_func(move || {
+                    w.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.set(cancel_tree::Instant::from_nanos(40)));
+        clock.timers().fire(&clock);
+        t.join().unwrap();
+        assert_eq!(a.err(), Some(Error::DeadlineExceeded));
+        assert_eq!(b.err(), Some(Error::DeadlineExceeded));
+        assert_eq!(wakes.load(Ordering::SeqCst), 2, "each ended once");
+        assert_eq!(clock.pending(), 0);
+        drop(afs);
     });
 }
 

@@ -36,7 +36,8 @@
 //!    is the lowest bit of the lowest non-empty level, and its start is no
 //!    later than the earliest deadline in the wheel.
 //! 4. **Bitmaps are exact.** A slot's bit is set if and only if its list is
-//!    not empty.
+//!    not empty, and a level's bit in the summary if and only if one of its
+//!    slots' is.
 //!
 //! # Cost
 //!
@@ -208,27 +209,46 @@ fn new_levels() -> [Level; LEVELS] {
     core::array::from_fn(|_| Level::new())
 }
 
-/// `t`'s slot index at `level`.
+/// `t`'s slot index at `level`. On 32-bit cores a 64-bit shift by a
+/// variable amount is a library call (ARMv6-M), so there each level shifts
+/// by a constant instead.
 #[inline(always)]
 fn index(t: u64, level: usize) -> usize {
-    ((t >> (BITS as usize * level)) as usize) & (SLOTS - 1)
+    if cfg!(target_pointer_width = "64") {
+        return ((t >> (BITS as usize * level)) as usize) & (SLOTS - 1);
+    }
+    macro_rules! by_level {
+        ($($l:literal)*) => {
+            match level {
+                $($l => t >> (BITS as usize * $l),)*
+                _ => t >> (BITS as usize * (LEVELS - 1)),
+            }
+        };
+    }
+    (by_level!(0 1 2 3 4 5 6 7 8 9 10 11) as usize) & (SLOTS - 1)
 }
 
 /// The level where an entry due at `at` sits when the wheel is at `elapsed`
 /// (`at > elapsed`): that of their highest differing bit.
 #[inline(always)]
 fn level_for(at: u64, elapsed: u64) -> usize {
-    let high = 63 - (at ^ elapsed).leading_zeros();
+    // `| 1` changes nothing (they differ) but tells the compiler the level
+    // is below LEVELS.
+    let high = 63 - ((at ^ elapsed) | 1).leading_zeros();
     high as usize / BITS as usize
 }
 
-/// The start of the slot of `at` at `level`: `at` with the bits below the
-/// level cleared.
-#[inline(always)]
-fn slot_start(at: u64, level: usize) -> u64 {
-    let below = BITS as usize * level;
-    at & !((1u64 << below) - 1)
-}
+/// Per level, the mask that clears the bits below it: `at & START[l]` is
+/// the start of `at`'s slot at level `l`.
+const START: [u64; LEVELS] = {
+    let mut m = [0; LEVELS];
+    let mut l = 0;
+    while l < LEVELS {
+        m[l] = !((1u64 << (BITS as usize * l)) - 1);
+        l += 1;
+    }
+    m
+};
 
 /// The queue of pending deadlines of one [`Clock`].
 ///
@@ -238,6 +258,8 @@ fn slot_start(at: u64, level: usize) -> u64 {
 pub struct Timers {
     lock: Lock,
     levels: [Level; LEVELS],
+    /// Bit `l` set: level `l` has a non-empty slot (invariant 4).
+    nonempty: UnsafeCell<u16>,
     /// The wheel's time in nanoseconds (invariant 3).
     elapsed: UnsafeCell<u64>,
     /// The level whose current slot is being drained, or `NOT_DRAINING`.
@@ -282,6 +304,7 @@ impl Timers {
             Timers {
                 lock: Lock::new(),
                 levels: new_levels(),
+                nonempty: UnsafeCell::new(0),
                 elapsed: UnsafeCell::new(0),
                 drain: UnsafeCell::new(NOT_DRAINING),
                 len: UnsafeCell::new(0),
@@ -368,11 +391,12 @@ impl Timers {
                 (0, index(elapsed, 0), elapsed)
             } else {
                 let level = level_for(at, elapsed);
-                (level, index(at, level), slot_start(at, level))
+                (level, index(at, level), at & START[level])
             };
             let lv = &self.levels[level];
             lv.slots[slot].push_front(e);
             lv.set_occupied(lv.occupied() | (1 << slot));
+            self.nonempty.with_mut(|n| *n |= 1 << level);
             TimerEntry::set_place(e, (level * SLOTS + slot) as u16);
             due
         }
@@ -386,10 +410,14 @@ impl Timers {
         // SAFETY: (caller).
         unsafe {
             let place = usize::from(TimerEntry::place(e));
-            let (lv, slot) = (&self.levels[place / SLOTS], place % SLOTS);
+            let (lv, slot) = (&self.levels[place / SLOTS], place & (SLOTS - 1));
             lv.slots[slot].unlink(e);
             if lv.slots[slot].is_empty() {
-                lv.set_occupied(lv.occupied() & !(1 << slot));
+                let occupied = lv.occupied() & !(1 << slot);
+                lv.set_occupied(occupied);
+                if occupied == 0 {
+                    self.nonempty.with_mut(|n| *n &= !(1 << (place / SLOTS)));
+                }
                 if usize::from(self.drain()) == place / SLOTS
                     && slot == index(self.elapsed(), place / SLOTS)
                 {
@@ -408,22 +436,18 @@ impl Timers {
     unsafe fn earliest(&self) -> Option<(usize, u64)> {
         // SAFETY: (caller).
         unsafe {
-            let elapsed = self.elapsed();
-            for (level, lv) in self.levels.iter().enumerate() {
-                let occupied = lv.occupied();
-                if occupied == 0 {
-                    continue;
-                }
-                let slot = occupied.trailing_zeros() as u64;
-                let shift = BITS as usize * level;
-                // The bits above the level are `elapsed`'s (invariant 3).
-                let high = match shift + BITS as usize {
-                    top if top >= 64 => 0,
-                    top => elapsed & !((1u64 << top) - 1),
-                };
-                return Some((level, (high | (slot << shift)).max(elapsed)));
+            let levels = self.nonempty.with(|n| *n);
+            if levels == 0 {
+                return None;
             }
-            None
+            let level = levels.trailing_zeros() as usize;
+            let lv = &self.levels[level];
+            let slot = lv.occupied().trailing_zeros() as usize;
+            // Every entry of the slot has the slot's bits from the level
+            // up (invariant 3), so any of them gives its start.
+            let first = lv.slots[slot & (SLOTS - 1)].first();
+            let start = (*first).at.as_nanos() & START[level];
+            Some((level, start.max(self.elapsed())))
         }
     }
 

@@ -542,6 +542,55 @@ fn sync_checks(r: &mut Report, root: &Context) {
         format_args!("dropped: {:?}, detached: {:?}", d1.err(), d2.err()),
     );
 
+    // The queue's edge cases: equal deadlines, deadlines at the far end of
+    // time, and a clock that jumps far ahead at once.
+    {
+        use cancel_tree::Instant;
+        let at = CLOCK.now() + Duration::from_millis(3);
+        let equal: Vec<_> = (0..5).map(|_| root.with_deadline(at)).collect();
+        let never = root.with_deadline(Instant::MAX);
+        let year = root.with_timeout(Duration::from_secs(365 * 24 * 3600));
+        let hour = root.with_timeout(Duration::from_secs(3600));
+        let queued = CLOCK.timers().len();
+        while !equal.iter().all(|(c, _)| c.is_cancelled()) {
+            cortex_m::asm::wfi();
+        }
+        let fired_at = CLOCK.now();
+        let equal_ok = equal
+            .iter()
+            .all(|(c, _)| c.err() == Some(Error::DeadlineExceeded))
+            && fired_at >= at
+            && fired_at <= at + Duration::from_millis(SLACK_TICKS);
+        // An hour passes in one step (tickless idle): the hour's deadline
+        // fires in that one `fire`, the later ones stay.
+        CLOCK.skip(3600 * crate::clock::TICK_HZ as u64);
+        let jump_ok = hour.0.err() == Some(Error::DeadlineExceeded)
+            && !year.0.is_cancelled()
+            && !never.0.is_cancelled()
+            && CLOCK.timers().len() == 2
+            && CLOCK.timers().next_deadline().is_some_and(|n| n <= year.0.deadline().unwrap());
+        r.check(
+            "timer queue: equal deadlines fire together; a jump of an hour fires what it passed, nothing after",
+            queued == 8 && equal_ok && jump_ok,
+            format_args!(
+                "{} queued; equal fired at {:?} for {:?}; after the jump: hour {:?}, year {:?}, never {:?}, {} pending",
+                queued,
+                fired_at,
+                at,
+                hour.0.err(),
+                year.0.err(),
+                never.0.err(),
+                CLOCK.timers().len()
+            ),
+        );
+        drop((never, year));
+        r.check(
+            "timer queue: far deadlines leave it when dropped",
+            CLOCK.timers().is_empty(),
+            format_args!("{} pending", CLOCK.timers().len()),
+        );
+    }
+
     // A deadline already due: born DeadlineExceeded, never queued.
     let (z, _hz) = root.with_timeout(Duration::ZERO);
     r.check(
@@ -644,7 +693,25 @@ fn latency(r: &mut Report, root: &Context) {
     drop(p);
 
     let fan = isr_fan_out(r, root);
-    let tq = timer_queue(root);
+    let (tq, queue) = timer_queue(root);
+    // The bound: no timer-queue operation's longest masked section
+    // at any count pending is more than twice its figure at 1 pending.
+    let worst = queue[1..]
+        .iter()
+        .flat_map(|f| (0..4).map(move |op| (f[op], op)))
+        .map(|(c, op)| (c * 100 / queue[0][op].max(1), op))
+        .max()
+        .unwrap_or((0, 0));
+    r.check(
+        "timer queue: masked sections do not grow with pending deadlines",
+        worst.0 <= 200,
+        format_args!(
+            "worst ratio to 1 pending: {}.{:02}x ({})",
+            worst.0 / 100,
+            worst.0 % 100,
+            ["fire", "cancel earliest", "arm earliest", "arm latest"][worst.1]
+        ),
+    );
 
     r.check(
         "latency measured",
@@ -846,10 +913,10 @@ fn isr_fan_out(r: &mut Report, root: &Context) -> [crate::cs::Stats; 2] {
 /// The longest masked section of each timer-queue operation against the
 /// number of deadlines pending, printed as one table line per count.
 /// Returns whether every figure was measured (non-zero, with the intended
-/// number of deadlines pending). No bound is checked here: the pairing heap
-/// is O(n) in this worst case.
+/// number of deadlines pending), and the figures (`[fire, cancel, arm
+/// earliest, arm latest]` per count, the first for 1 pending).
 #[cfg(feature = "measure-cs")]
-fn timer_queue(root: &Context) -> bool {
+fn timer_queue(root: &Context) -> (bool, Vec<[u32; 4]>) {
     use crate::cs;
     use cancel_tree::Instant;
 
@@ -867,10 +934,9 @@ fn timer_queue(root: &Context) -> bool {
     let mut measured = true;
     let now = || CLOCK.now().as_nanos();
     for (k, &n) in NS.iter().enumerate() {
-        // fire: deadlines due in the same tick, queued in increasing order
-        // (every one becomes a child of the heap's root, the pairing heap's
-        // worst case): the first pop merges them all. Fired by the SysTick
-        // alarm; far enough ahead that all n are queued first.
+        // fire: deadlines due in the same tick, all in one slot of the
+        // wheel, which `fire` drains one entry per masked section. Fired by
+        // the SysTick alarm; far enough ahead that all n are queued first.
         let base = now() + 2_000_000 + n as u64 * 200_000;
         let ts: Vec<_> = (0..n)
             .map(|i| root.with_deadline(Instant::from_nanos(base + i as u64)))
@@ -897,14 +963,21 @@ fn timer_queue(root: &Context) -> bool {
         cs::reset();
         let early = root.with_deadline(Instant::from_nanos(far - 1));
         m[k][ARM_EARLY] = cs::stats().max;
-        measured &= CLOCK.timers().next_deadline() == Some(Instant::from_nanos(far - 1))
+        // (The queue's next alarm is no later than its earliest deadline.)
+        measured &= CLOCK
+            .timers()
+            .next_deadline()
+            .is_some_and(|at| at <= Instant::from_nanos(far - 1))
             && CLOCK.timers().len() == n + 1;
         drop(early);
         // ... and later than all.
         cs::reset();
         let late = root.with_deadline(Instant::from_nanos(far + n as u64));
         m[k][ARM_LATE] = cs::stats().max;
-        measured &= CLOCK.timers().next_deadline() == Some(Instant::from_nanos(far))
+        measured &= CLOCK
+            .timers()
+            .next_deadline()
+            .is_some_and(|at| at <= Instant::from_nanos(far))
             && CLOCK.timers().len() == n + 1;
         drop(late);
         // cancel / remove: the earliest, from thread mode (a root removal).
@@ -930,5 +1003,5 @@ fn timer_queue(root: &Context) -> bool {
             Ratio(f[ARM_LATE], one[ARM_LATE])
         );
     }
-    measured && m.iter().all(|f| f.iter().all(|&c| c > 0))
+    (measured && m.iter().all(|f| f.iter().all(|&c| c > 0)), m.to_vec())
 }
