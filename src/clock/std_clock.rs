@@ -13,7 +13,9 @@ use crate::clock::timer_queue::Timers;
 ///
 /// The thread (`cancel-tree-timer`) starts the first time a deadline is
 /// queued, and never if none is; it sleeps on a condition variable until
-/// the earliest pending deadline (no polling). Accuracy: a deadline fires
+/// the queue next needs it: the earliest pending deadline, or for a far one
+/// a few earlier wake-ups while the timer wheel brings it closer (no
+/// polling). Accuracy: a deadline fires
 /// no earlier than due, and late by the OS's timer slack and scheduling
 /// latency (typically tens of microseconds to a millisecond on Linux; more
 /// under load). Contexts are cancelled on that thread; a panic from an
