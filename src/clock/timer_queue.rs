@@ -54,8 +54,8 @@
 //! of the earliest slot, which for a far deadline comes before the deadline
 //! itself; `fire` then only moves entries closer, and asks again. And the
 //! wheel is a fixed `LEVELS * SLOTS` list heads per clock (1.7 KiB with
-//! 32-bit pointers, 3.3 KiB with 64-bit ones). docs/design.md compares this
-//! with the pairing heap it replaced.
+//! 32-bit pointers, 3.3 KiB with 64-bit ones). docs/design.md says why a
+//! wheel, and why these sizes.
 //!
 //! The queue is guarded by one lock ([`Lock`]: a spin lock with `std`, a
 //! critical section without), so a clock may call [`Timers::fire`] from its
