@@ -848,26 +848,32 @@ mod tests {
         let log = RefCell::new(Vec::new());
         let clock = TestClock::default();
         let base = 5u64 << 20; // all in one level-4 slot
-        let mut rs: Vec<Box<Remover<'_>>> = (0..8)
+        // Raw pointers to the whole owners (the hooks step back to them).
+        let rs: Vec<*mut Remover<'_>> = (0..8)
             .map(|i| {
-                Box::new(Remover {
+                Box::into_raw(Box::new(Remover {
                     entry: TimerEntry::new(Instant::from_nanos(base + i), &HOOKS),
                     victims: Vec::new(),
                     timers: &clock.timers,
                     log: &log,
-                })
+                }))
             })
             .collect();
-        let ptrs: Vec<*const TimerEntry> = rs.iter().map(|r| &r.entry as *const _).collect();
-        rs[0].victims = ptrs[1..].iter().step_by(2).copied().collect();
-        for r in &rs {
+        let victims = rs[1..].iter().step_by(2).map(|&r| r.cast_const().cast()).collect();
+        let first = rs[0];
+        // SAFETY: a live box, not yet shared with the queue.
+        unsafe { (*first).victims = victims };
+        for &r in &rs {
             // SAFETY: the boxes outlive the queue's use of them.
-            unsafe { clock.timers.insert(&r.entry, &clock, clock.now()) };
+            unsafe { clock.timers.insert(r.cast_const().cast(), &clock, clock.now()) };
         }
         clock.fire_at(base + 100);
         assert_eq!(*log.borrow(), [base, base + 2, base + 4, base + 6]);
         assert!(clock.timers.is_empty());
-        drop(rs);
+        for r in rs {
+            // SAFETY: from `Box::into_raw`, no longer queued.
+            drop(unsafe { Box::from_raw(r) });
+        }
     }
 
     #[test]
@@ -991,7 +997,8 @@ mod tests {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let log = RefCell::new(Vec::new());
             let clock = TestClock::default();
-            let mut entries: Vec<Box<Entry>> = Vec::new();
+            // Raw pointers to the whole entries (the hooks step back to them).
+            let mut entries: Vec<*const Entry> = Vec::new();
             // Reference: pending (id, at); the queue's time (latest now).
             let mut pending: Vec<(usize, u64)> = Vec::new();
             let mut time = 0u64;
@@ -1017,13 +1024,13 @@ mod tests {
                             time = time.max(now); // an empty wheel jumps to `now`
                         }
                         let id = entries.len();
-                        let e = Box::new(Entry {
+                        let e: *const Entry = Box::into_raw(Box::new(Entry {
                             entry: TimerEntry::new(Instant::from_nanos(at), &HOOKS),
                             id,
                             log: &log,
-                        });
+                        }));
                         // SAFETY: boxed, alive until the end of the seed.
-                        unsafe { clock.timers.insert(&e.entry, &clock, clock.now()) };
+                        unsafe { clock.timers.insert(e.cast(), &clock, clock.now()) };
                         entries.push(e);
                         if at <= time {
                             overdue.push(id); // due at once, in no order
@@ -1035,7 +1042,7 @@ mod tests {
                         let k = rng.below(pending.len() as u64) as usize;
                         let (id, _) = pending.swap_remove(k);
                         // SAFETY: alive.
-                        unsafe { clock.timers.remove(&entries[id].entry) };
+                        unsafe { clock.timers.remove(entries[id].cast()) };
                         fired_now = false;
                     }
                     6 if rng.below(2) == 0 => {
@@ -1106,6 +1113,10 @@ mod tests {
             let left = log.borrow().len();
             assert_eq!(left, pending.len(), "seed {seed}: the end of time ends all");
             assert!(clock.timers.is_empty());
+            for e in entries {
+                // SAFETY: from `Box::into_raw`, no longer queued.
+                drop(unsafe { Box::from_raw(e.cast_mut()) });
+            }
         }
     }
 
