@@ -1,6 +1,7 @@
 // Cargo's runner for wasm32-wasip1: runs a test binary (or any WASI
 // program) under node's built-in WASI, so CI needs no other wasm runtime.
-//   node --no-warnings .ci/wasi-run.mjs target/.../semantics-xxxx.wasm [args]
+//   node --no-warnings --single-threaded .ci/wasi-run.mjs target/.../semantics-xxxx.wasm [args]
+// (`--single-threaded`: see .ci/wasm.sh)
 // The program gets its arguments, the environment and the current directory
 // (cargo runs tests in the package root, so they can read the fuzz corpus);
 // its exit code is ours; a trap (a panic, with wasm's panic=abort) throws
