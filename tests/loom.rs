@@ -282,6 +282,40 @@ fn wheel_drain_vs_cancel_and_insert() {
     });
 }
 
+/// The timing wheel: a cancel that empties the slot being drained. `b`
+/// (70 ns) is queued before `a` (64 ns), so the drain of their level-1 slot
+/// takes `a` first (due: ended, the lock released for its expire) and may
+/// leave `b` alone in the slot for the cancel to remove, which must end the
+/// drain (`unlink`), or else the wheel stays "draining": its next deadline
+/// stuck at the slot's start and an empty wheel no longer jumping to now.
+/// (In `wheel_drain_vs_cancel_and_insert` the cancelled entry is taken
+/// first, so a removal never empties the drained slot there.)
+#[test]
+fn wheel_cancel_empties_the_drained_slot() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let root = Context::background_with_clock(clock.clone());
+        let (b, hb) = root.with_timeout(Duration::from_nanos(70));
+        let (a, _ha) = root.with_timeout(Duration::from_nanos(64));
+        let c2 = clock.clone();
+        let t = thread::spawn(move || c2.advance(Duration::from_nanos(100)));
+        hb.cancel();
+        t.join().unwrap();
+        assert_eq!(a.err(), Some(Error::DeadlineExceeded));
+        assert!(b.is_cancelled());
+        assert_eq!(clock.pending(), 0);
+        // Not draining any more: a new deadline is armed exactly.
+        let (c, _hc) = root.with_timeout(Duration::from_nanos(5));
+        assert_eq!(
+            clock.timers().next_deadline(),
+            Some(cancel_tree::Instant::from_nanos(105))
+        );
+        clock.advance(Duration::from_nanos(5));
+        assert!(c.is_cancelled());
+        assert_eq!(clock.pending(), 0);
+    });
+}
+
 /// The timing wheel: two threads fire the same clock at once (a clock's
 /// alarm and a blocking wait, say) over equal deadlines: each ends exactly
 /// once and the queue ends empty. (`set` fires too.)

@@ -1143,4 +1143,197 @@ mod tests {
         assert_eq!(*log.borrow(), [1]);
         assert!(fires <= LEVELS, "{fires} alarms");
     }
+
+    /// The reference-model test above never inserts or removes while a
+    /// slot is being drained (its `expire` only logs). Here `expire` itself
+    /// inserts and removes at random, as a cancel walk or a callback
+    /// deriving a new timeout would, so changes land between the lock holds
+    /// of one `fire` call: inserts into the slot being drained's level and
+    /// below, removals that empty the slot being drained, overdue inserts
+    /// (a stale `now`). Same checks as the reference model.
+    #[test]
+    fn agrees_with_a_reference_model_with_changes_during_fire() {
+        use core::cell::Cell;
+
+        #[repr(C)]
+        struct Entry {
+            entry: TimerEntry,
+            id: usize,
+            world: *const World<'static>,
+        }
+        struct World<'c> {
+            clock: &'c TestClock,
+            rng: RefCell<Rng>,
+            entries: RefCell<Vec<*const Entry>>,
+            pending: RefCell<Vec<(usize, u64)>>,
+            overdue: RefCell<Vec<usize>>,
+            /// Fired in the current `fire` call, in order: (id, at).
+            fired: RefCell<Vec<(usize, u64)>>,
+            /// The latest `now` any fire used.
+            time: Cell<u64>,
+            seed: u64,
+        }
+        impl World<'_> {
+            fn insert(&self) {
+                let now = self.clock.now.load(Ordering::SeqCst);
+                let mut rng = self.rng.borrow_mut();
+                let after = |d: u64| now.saturating_add(1).saturating_add(d);
+                let at = match rng.below(6) {
+                    0 => now.saturating_sub(rng.below(100)).max(1), // stale reading
+                    1 => after(rng.below(40)),
+                    2 => after(rng.below(1 << 12)),
+                    3 => after(rng.next() >> rng.below(64)),
+                    4 => u64::MAX - rng.below(3),
+                    _ => after(rng.below(300)),
+                };
+                drop(rng);
+                let id = self.entries.borrow().len();
+                let e: *const Entry = Box::into_raw(Box::new(Entry {
+                    entry: TimerEntry::new(Instant::from_nanos(at), &HOOKS),
+                    id,
+                    world: (self as *const World<'_>).cast(),
+                }));
+                self.entries.borrow_mut().push(e);
+                // An empty wheel jumps to the clock's `now`, so an entry
+                // read stale may be due at once, in no order.
+                if at <= self.time.get().max(now) {
+                    self.overdue.borrow_mut().push(id);
+                }
+                self.pending.borrow_mut().push((id, at));
+                let arm_now = Instant::from_nanos(now.min(at - 1));
+                // SAFETY: boxed, alive until the end of the seed.
+                unsafe { self.clock.timers.insert(e.cast(), self.clock, arm_now) };
+            }
+            fn remove(&self) {
+                let mut pending = self.pending.borrow_mut();
+                if pending.is_empty() {
+                    return;
+                }
+                let k = self.rng.borrow_mut().below(pending.len() as u64) as usize;
+                let (id, _) = pending.swap_remove(k);
+                drop(pending);
+                let e = self.entries.borrow()[id];
+                // SAFETY: alive.
+                unsafe { self.clock.timers.remove(e.cast()) };
+            }
+            fn fire_at(&self, t: u64) {
+                self.time.set(self.time.get().max(t));
+                self.clock.fire_at(t);
+                let fired: Vec<(usize, u64)> = self.fired.borrow_mut().drain(..).collect();
+                let seed = self.seed;
+                let overdue = self.overdue.borrow();
+                let in_time: Vec<u64> = fired
+                    .iter()
+                    .filter(|f| !overdue.contains(&f.0))
+                    .map(|f| f.1)
+                    .collect();
+                assert!(
+                    in_time.windows(2).all(|w| w[0] <= w[1]),
+                    "seed {seed}: not earliest first: {fired:?}"
+                );
+                let time = self.time.get();
+                assert!(
+                    self.pending.borrow().iter().all(|p| p.1 > time),
+                    "seed {seed}: a due entry was left: {:?} at {time}",
+                    self.pending.borrow()
+                );
+            }
+            fn check(&self) {
+                let seed = self.seed;
+                let pending = self.pending.borrow();
+                assert_eq!(self.clock.timers.len(), pending.len(), "seed {seed}");
+                let time = self.time.get();
+                if let Some(min) = pending.iter().map(|p| p.1).min() {
+                    let next = self.clock.timers.next_deadline().expect("pending");
+                    // An alarm no later than the clock's time is due at
+                    // once (a stale deadline in the current slot).
+                    let now = self.clock.now.load(Ordering::SeqCst);
+                    assert!(
+                        next.as_nanos() <= min.max(time).max(now),
+                        "seed {seed}: alarm {next:?} after a deadline {min} (time {time})"
+                    );
+                } else {
+                    assert_eq!(self.clock.timers.next_deadline(), None, "seed {seed}");
+                }
+            }
+        }
+        static HOOKS: EntryHooks = EntryHooks {
+            claim: |_| true,
+            expire: |e| {
+                // SAFETY: every entry here is the first field of a live
+                // Entry, whose world outlives it.
+                let (id, at, w) = unsafe {
+                    let e = &*e.cast::<Entry>();
+                    (e.id, e.entry.at.as_nanos(), &*e.world)
+                };
+                let seed = w.seed;
+                assert!(at <= w.time.get(), "seed {seed}: {id} fired early");
+                let mut pending = w.pending.borrow_mut();
+                let k = pending.iter().position(|p| p.0 == id);
+                assert!(k.is_some(), "seed {seed}: {id} fired twice or after removal");
+                pending.swap_remove(k.unwrap());
+                drop(pending);
+                w.fired.borrow_mut().push((id, at));
+                // Changes between the lock holds of this `fire`.
+                let changes = w.rng.borrow_mut().below(3);
+                for _ in 0..changes {
+                    let insert = w.rng.borrow_mut().below(2) == 0;
+                    if insert {
+                        w.insert();
+                    } else {
+                        w.remove();
+                    }
+                }
+            },
+        };
+        for seed in 1..=60u64 {
+            let clock = TestClock::default();
+            let world = World {
+                clock: &clock,
+                rng: RefCell::new(Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)),
+                entries: RefCell::new(Vec::new()),
+                pending: RefCell::new(Vec::new()),
+                overdue: RefCell::new(Vec::new()),
+                fired: RefCell::new(Vec::new()),
+                time: Cell::new(0),
+                seed,
+            };
+            for _ in 0..400 {
+                let r = world.rng.borrow_mut().below(10);
+                match r {
+                    0..=3 => world.insert(),
+                    4 => world.remove(),
+                    5 => {
+                        let now = clock.now.load(Ordering::SeqCst);
+                        let d = world.rng.borrow_mut().below(2000);
+                        clock.now.store(now.saturating_add(d), Ordering::SeqCst);
+                    }
+                    6 | 7 => {
+                        if let Some(at) = clock.timers.next_deadline() {
+                            let now = clock.now.load(Ordering::SeqCst).max(at.as_nanos());
+                            world.fire_at(now);
+                        }
+                    }
+                    _ => {
+                        let now = clock.now.load(Ordering::SeqCst);
+                        let mut rng = world.rng.borrow_mut();
+                        let t = match rng.below(4) {
+                            0 => now.saturating_add(rng.next() >> rng.below(64)),
+                            1 => now.saturating_add(1 << rng.below(40)),
+                            _ => now.saturating_add(rng.below(3000)),
+                        };
+                        drop(rng);
+                        world.fire_at(t);
+                    }
+                }
+                world.check();
+            }
+            world.fire_at(u64::MAX);
+            assert!(clock.timers.is_empty());
+            for e in world.entries.take() {
+                // SAFETY: from `Box::into_raw`, no longer queued.
+                drop(unsafe { Box::from_raw(e.cast_mut()) });
+            }
+        }
+    }
 }
