@@ -1270,7 +1270,10 @@ mod tests {
                 assert!(at <= w.time.get(), "seed {seed}: {id} fired early");
                 let mut pending = w.pending.borrow_mut();
                 let k = pending.iter().position(|p| p.0 == id);
-                assert!(k.is_some(), "seed {seed}: {id} fired twice or after removal");
+                assert!(
+                    k.is_some(),
+                    "seed {seed}: {id} fired twice or after removal"
+                );
                 pending.swap_remove(k.unwrap());
                 drop(pending);
                 w.fired.borrow_mut().push((id, at));
