@@ -75,6 +75,50 @@ fn done_create_poll_drop_never_allocates() {
     );
 }
 
+/// The first `Done` on a scope waits in its waiter list's slot, later ones
+/// in the list (adopting the slot's); neither allocates, in any drop order,
+/// and the slot costs the future no bytes.
+#[test]
+fn the_waiter_slot_and_the_list_never_allocate() {
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(
+        std::mem::size_of::<cancel_tree::Done<'static>>(),
+        56,
+        "the slot must not grow the future"
+    );
+    let (ctx, cancel) = Context::background().with_cancel();
+    let waker = Waker::noop();
+    let mut cx = TaskContext::from_waker(waker);
+    let before = allocs();
+    for round in 0..(if cfg!(miri) { 4 } else { 400 }) {
+        let mut a = pin!(ctx.done());
+        assert!(a.as_mut().poll(&mut cx).is_pending(), "slot");
+        let mut b = pin!(ctx.done());
+        assert!(b.as_mut().poll(&mut cx).is_pending(), "list, adopting a");
+        let mut c = pin!(ctx.done());
+        assert!(c.as_mut().poll(&mut cx).is_pending(), "list");
+        if round % 2 == 0 {
+            drop(a);
+            drop(c);
+            drop(b);
+        } else {
+            drop(b);
+            drop(a);
+            drop(c);
+        }
+    }
+    assert_eq!(allocs() - before, 0, "waiting allocated");
+    let mut a = pin!(ctx.done());
+    assert!(a.as_mut().poll(&mut cx).is_pending());
+    let mut b = pin!(ctx.done());
+    assert!(b.as_mut().poll(&mut cx).is_pending());
+    let before = allocs();
+    cancel.cancel();
+    assert_eq!(a.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    assert_eq!(b.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    assert_eq!(allocs() - before, 0, "waking allocated");
+}
+
 #[test]
 fn hot_path_and_clones_never_allocate() {
     let (ctx, cancel) = Context::background().with_cancel();

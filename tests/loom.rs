@@ -1039,6 +1039,31 @@ fn slot_register_vs_parent_locked_walk() {
     });
 }
 
+/// W1 through a parent's walk that flags an inner child lock-free
+/// (`try_end_inner`: the child has a child of its own, so `HAS_WAITERS` does
+/// not stop the CAS) and drains its waiters later under its lock, while a
+/// `Done` on that child enters the slot.
+#[test]
+fn slot_register_vs_parent_walk_inner_child() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _h) = parent.with_cancel();
+        let (grand, _gh) = child.with_cancel();
+        let t = thread::spawn(move || cancel.cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(child.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        if first.is_pending() {
+            assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
+        } else {
+            assert_eq!(wakes(&c), 0);
+        }
+        drop(done);
+        assert!(grand.is_cancelled());
+    });
+}
+
 /// Two `Done`s registering at once on one scope: one gets the slot, the
 /// other the list (adopting the slot item if it was first), and the slot
 /// owner drops while that happens; the survivor is woken exactly once by
