@@ -91,21 +91,32 @@ fn the_waiter_slot_and_the_list_never_allocate() {
     let mut cx = TaskContext::from_waker(waker);
     let before = allocs();
     for round in 0..(if cfg!(miri) { 4 } else { 400 }) {
-        let mut a = pin!(ctx.done());
-        assert!(a.as_mut().poll(&mut cx).is_pending(), "slot");
-        let mut b = pin!(ctx.done());
-        assert!(b.as_mut().poll(&mut cx).is_pending(), "list, adopting a");
-        let mut c = pin!(ctx.done());
-        assert!(c.as_mut().poll(&mut cx).is_pending(), "list");
-        if round % 2 == 0 {
-            drop(a);
-            drop(c);
-            drop(b);
-        } else {
-            drop(b);
-            drop(a);
-            drop(c);
+        // Pinned in place inside an `Option`, so that `set(None)` drops each
+        // one (in place) in the order the round wants.
+        let mut a = pin!(Some(ctx.done()));
+        let mut b = pin!(Some(ctx.done()));
+        let mut c = pin!(Some(ctx.done()));
+        for (d, what) in [
+            (&mut a, "slot"),
+            (&mut b, "list, adopting a"),
+            (&mut c, "list"),
+        ] {
+            let d = d.as_mut().as_pin_mut().unwrap();
+            assert!(d.poll(&mut cx).is_pending(), "{what}");
         }
+        if round % 2 == 0 {
+            a.set(None); // the adopted slot item leaves the list
+            c.set(None);
+            b.set(None);
+        } else {
+            b.set(None);
+            a.set(None);
+            c.set(None);
+        }
+        // And a slot item that leaves the slot itself.
+        a.set(Some(ctx.done()));
+        assert!(a.as_mut().as_pin_mut().unwrap().poll(&mut cx).is_pending());
+        a.set(None);
     }
     assert_eq!(allocs() - before, 0, "waiting allocated");
     let mut a = pin!(ctx.done());

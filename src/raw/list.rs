@@ -510,7 +510,7 @@ mod tests {
             assert!(!head.try_leave_slot(&a));
             // Adopted by a push: an ordinary first... last item now.
             assert!(head.try_enter_slot(&a));
-            assert!(head.push_front(&b) == &a as *const SlotItem, "adopted");
+            assert_eq!(head.push_front(&b), &a as *const SlotItem, "adopted");
             assert!(!head.in_slot(&a));
             assert!(!head.try_leave_slot(&a));
             assert_eq!(a.links.prev(), &b as *const SlotItem);
