@@ -854,6 +854,27 @@ mod tests {
     }
 
     #[test]
+    fn has_waiters_survives_a_lock_free_mark_during_a_hold() {
+        // A slot registrant's `fetch_or` may land while a lock holder links
+        // the first listed waiter (invariant 4): the unlock must not undo it.
+        let w = Word::new(LIVE_LEAF);
+        let mut g = w.lock();
+        g.mark(HAS_WAITERS);
+        let prev = w.mark_waiters_lock_free();
+        drop(g);
+        let expect = if IN_WORD { HAS_WAITERS } else { 0 };
+        assert_eq!(prev & HAS_WAITERS, expect, "the hold set it at once");
+        assert_eq!(w.load() & (HAS_WAITERS | LOCKED), HAS_WAITERS);
+        // And the other order: the lock-free mark first, seen stale.
+        let w = Word::new(LIVE_LEAF);
+        let mut g = w.lock();
+        w.mark_waiters_lock_free();
+        g.mark(HAS_WAITERS);
+        drop(g);
+        assert_eq!(w.load() & (HAS_WAITERS | LOCKED), HAS_WAITERS);
+    }
+
+    #[test]
     fn references_saturate_into_immortal() {
         let w = Word::new(KIND_CANCEL | (REF_SATURATE * REF_ONE));
         w.acquire_ref();
