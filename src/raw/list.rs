@@ -307,6 +307,18 @@ impl<T: Linked> Head<T> {
         first
     }
 
+    /// The first item (null: empty), left in the list. Not for lists with
+    /// slots (their slot item may leave at any moment).
+    ///
+    /// # Safety
+    /// The caller holds the list's lock.
+    #[inline(always)]
+    pub(crate) unsafe fn first(&self) -> *const T {
+        const { assert!(!T::SLOT, "a list with slots has no first") };
+        // Relaxed: invariant 1 (no slots).
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// Puts `item` in the empty list's slot, without the lock (invariant
     /// 5): `false` if the list is not empty. `item` must then stay alive
     /// until it left the slot ([`try_leave_slot`](Head::try_leave_slot)),
