@@ -262,7 +262,8 @@ pub struct Timers {
     nonempty: UnsafeCell<u16>,
     /// The wheel's time in nanoseconds (invariant 3).
     elapsed: UnsafeCell<u64>,
-    /// The level whose current slot is being drained, or `NOT_DRAINING`.
+    /// The level whose current slot is being drained, or `NOT_DRAINING`;
+    /// set only while that slot is not empty (`unlink` ends it).
     drain: UnsafeCell<u8>,
     len: UnsafeCell<usize>,
     /// The alarm last requested from the clock (`None`: none pending).
@@ -503,12 +504,10 @@ impl Timers {
                         }
                     }
                 };
+                // Not empty: the level-0 arm found it occupied, and a drained
+                // slot that empties ends its drain (`unlink`).
                 let e = self.levels[level].slots[index(elapsed, level)].first();
-                if e.is_null() {
-                    // Emptied by removals (`unlink` normally ends the drain).
-                    self.set_drain(NOT_DRAINING);
-                    continue;
-                }
+                debug_assert!(!e.is_null());
                 self.unlink(e);
                 return Step::Take(e);
             }
@@ -594,8 +593,8 @@ impl Timers {
         unsafe {
             // An empty wheel may jump to `now` (nothing to pass over), so a
             // clock left idle does not wake for slots long past.
-            if self.count() == 0 && self.drain() == NOT_DRAINING && now.as_nanos() > self.elapsed()
-            {
+            // (No entry means no drain either: `unlink` ends it.)
+            if self.count() == 0 && now.as_nanos() > self.elapsed() {
                 self.set_elapsed(now.as_nanos());
             }
             let due = Instant::from_nanos(self.link(node));
@@ -978,6 +977,21 @@ mod tests {
         }
     }
 
+    /// `fired`, the `(id, deadline)` pairs one `fire` call ended in order,
+    /// came earliest first; entries queued already overdue (`overdue`) end
+    /// at once, in no particular order.
+    fn assert_earliest_first(seed: u64, fired: &[(usize, u64)], overdue: &[usize]) {
+        let in_time: Vec<u64> = fired
+            .iter()
+            .filter(|f| !overdue.contains(&f.0))
+            .map(|f| f.1)
+            .collect();
+        assert!(
+            in_time.windows(2).all(|w| w[0] <= w[1]),
+            "seed {seed}: not earliest first: {fired:?}"
+        );
+    }
+
     /// The wheel against a reference (a list of pending deadlines): random
     /// inserts (equal, near, far, at the end of time), removals, fires at
     /// random times (forward, far ahead, back), and fires at the alarms.
@@ -1084,15 +1098,7 @@ mod tests {
                 }
                 // What fired is exactly what the reference says was due.
                 let fired: Vec<(usize, u64)> = log.borrow_mut().drain(..).collect();
-                let in_time: Vec<u64> = fired
-                    .iter()
-                    .filter(|f| !overdue.contains(&f.0))
-                    .map(|f| f.1)
-                    .collect();
-                assert!(
-                    in_time.windows(2).all(|w| w[0] <= w[1]),
-                    "seed {seed}: not earliest first: {fired:?}"
-                );
+                assert_earliest_first(seed, &fired, &overdue);
                 for &(id, at) in &fired {
                     assert!(at <= time, "seed {seed}: {id} fired early");
                     let k = pending.iter().position(|p| p.0 == id);
@@ -1221,16 +1227,7 @@ mod tests {
                 self.clock.fire_at(t);
                 let fired: Vec<(usize, u64)> = self.fired.borrow_mut().drain(..).collect();
                 let seed = self.seed;
-                let overdue = self.overdue.borrow();
-                let in_time: Vec<u64> = fired
-                    .iter()
-                    .filter(|f| !overdue.contains(&f.0))
-                    .map(|f| f.1)
-                    .collect();
-                assert!(
-                    in_time.windows(2).all(|w| w[0] <= w[1]),
-                    "seed {seed}: not earliest first: {fired:?}"
-                );
+                assert_earliest_first(seed, &fired, &self.overdue.borrow());
                 let time = self.time.get();
                 assert!(
                     self.pending.borrow().iter().all(|p| p.1 > time),
