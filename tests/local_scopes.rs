@@ -202,3 +202,66 @@ fn local_scopes_dropped_while_other_threads_cancel_and_fire() {
     // Every entry left the queue when its scope was dropped.
     assert_eq!(CLOCK.timers().len(), 0);
 }
+
+/// A `LocalScope` timeout dropped by its owner while its deadline fires on
+/// another thread: the firing walk holds a reference and leaves the parent's
+/// list after the owner has already taken the scope out of it. The owner
+/// must leave the scope marked unlinked, or the walk unlinks it a second
+/// time through links that no longer describe the list (caught by the
+/// list's debug check, and by Miri as a race on a neighbour's link).
+#[test]
+#[cfg_attr(target_family = "wasm", ignore = "needs threads")]
+fn local_timeout_dropped_while_its_deadline_fires() {
+    use std::sync::atomic::AtomicBool;
+    static CLOCK: TickClock = TickClock::new();
+    static ROOT: StaticScope = StaticScope::new();
+    let parent = pin!(LocalScope::new(ROOT.scope()));
+    let parent = parent.into_ref().get();
+    // A neighbour in the parent's list, so a second unlink has links to
+    // write through.
+    let neighbour = pin!(LocalScope::new(parent));
+    let _neighbour = neighbour.into_ref().get();
+    for round in 0..if cfg!(miri) { 4 } else { 2000 } {
+        let ready = AtomicUsize::new(0);
+        let go = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let k = pin!(LocalScope::with_timeout(
+                    parent,
+                    &CLOCK,
+                    Duration::from_nanos(1)
+                ));
+                let k = k.into_ref().get();
+                // A child, so the firing cancel walks (a leaf just ends).
+                let g = pin!(LocalScope::new(k));
+                let _g = g.into_ref().get();
+                ready.fetch_add(1, Ordering::SeqCst);
+                while !go.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                // Sweep the drop across the fire's window.
+                for _ in 0..round % 64 {
+                    std::hint::spin_loop();
+                }
+            });
+            s.spawn(|| {
+                ready.fetch_add(1, Ordering::SeqCst);
+                while !go.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                // A panic here would leave the owner waiting for the fire's
+                // reference forever: fail loudly instead of hanging.
+                if std::panic::catch_unwind(|| CLOCK.tick(Duration::from_nanos(1))).is_err() {
+                    eprintln!("fire panicked; aborting rather than hang");
+                    std::process::abort();
+                }
+            });
+            while ready.load(Ordering::SeqCst) < 2 {
+                std::hint::spin_loop();
+            }
+            go.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(CLOCK.timers().len(), 0, "round {round}");
+    }
+    assert!(!parent.is_cancelled());
+}

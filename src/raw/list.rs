@@ -149,6 +149,18 @@ impl<T: Linked> Head<T> {
             let links = &*T::links(item);
             let prev = links.prev();
             let next = links.next();
+            // A caller that unlinks an item twice (its own record of being
+            // listed gone stale) would write through links the list gave
+            // away: in debug builds, check that `item` is where its links
+            // say (invariant 4).
+            debug_assert!(
+                if prev.is_null() {
+                    self.first() == item
+                } else {
+                    (*T::links(prev)).next() == item
+                },
+                "unlink of an item that is not in the list"
+            );
             if prev.is_null() {
                 self.0.with_mut(|h| *h = next);
             } else {

@@ -446,11 +446,9 @@ unsafe fn leave_parent(s: *const Scope) {
     // SAFETY: as above; `s` was linked under `parent`.
     let list = unsafe { ChildList::of(&*parent, (*s).hdr.word.load()) };
     let guard = list.lock();
-    // SAFETY: the list's lock is held; `s` is alive.
-    if unsafe { children::unlink_if_linked(list, s) } & LINKED != 0 {
-        // SAFETY: `s` is alive.
-        unsafe { (*s).hdr.word.clear(LINKED) };
-    }
+    // SAFETY: the list's lock is held; `s` is alive. Others may hold
+    // references on `s`: clear `LINKED` too.
+    unsafe { children::unlink_if_linked(list, s, true) };
     drop(guard);
 }
 

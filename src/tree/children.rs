@@ -79,19 +79,34 @@ pub(crate) unsafe fn link(head: &Head<Scope>, child: *const Scope) {
 
 /// Takes `child` out of `list` if it is still in it (its `LINKED` bit,
 /// read under the list's lock, says so: state word, invariant 5), and
-/// returns its word as read there. `LINKED` is left as it is: the caller
-/// clears it, or the child is being freed and nobody reads it again.
+/// returns its word as read there.
+///
+/// With `clear`, `LINKED` is cleared in the same hold. That is required
+/// whenever another thread may still hold a reference on `child` (a walk
+/// that leaves its parent, a `LocalScope` owner dropping it while a firing
+/// timer or a walk holds one): such a holder may come to this list later,
+/// and a stale `LINKED` would make it unlink `child` a second time, through
+/// links that now point at nodes the list gave away. Only the free path
+/// (no references left, so nobody reads the bit again) may skip it.
 ///
 /// # Safety
 /// The caller holds `list`'s lock, and `child` was linked in `list` (or in
 /// no list) and is alive.
 #[inline(always)]
-pub(crate) unsafe fn unlink_if_linked(list: ChildList<'_>, child: *const Scope) -> usize {
+pub(crate) unsafe fn unlink_if_linked(
+    list: ChildList<'_>,
+    child: *const Scope,
+    clear: bool,
+) -> usize {
     // SAFETY: (caller).
     unsafe {
-        let now = (*child).hdr.word.load();
+        let word = &(*child).hdr.word;
+        let now = word.load();
         if now & LINKED != 0 {
             list.head().unlink(child);
+            if clear {
+                word.clear(LINKED);
+            }
         }
         now
     }

@@ -307,7 +307,7 @@ pub(crate) unsafe fn detach(
             debug_assert!(give_up_ref && parent == parent_scope.cast());
             let mut guard = shard.lock();
             // SAFETY: the shard's lock is held; the scope is alive.
-            let now = unsafe { children::unlink_if_linked(list, scope) };
+            let now = unsafe { children::unlink_if_linked(list, scope, !give_up_ref) };
             if guard.collapsed() {
                 // Our count moved to the parent's word.
                 drop(guard);
@@ -321,8 +321,10 @@ pub(crate) unsafe fn detach(
         }
         ChildList::Own(ps) => {
             let guard = ps.hdr.word.lock();
-            // SAFETY: the parent's lock is held; the scope is alive.
-            let now = unsafe { children::unlink_if_linked(list, scope) };
+            // SAFETY: the parent's lock is held; the scope is alive. A
+            // `LocalScope` (no `give_up_ref`) may still be held by a firing
+            // timer or a walk, which will look at `LINKED` again.
+            let now = unsafe { children::unlink_if_linked(list, scope, !give_up_ref) };
             if give_up_ref && parent == parent_scope.cast() {
                 (
                     Parent::after_release(parent, guard.unlock_and_release()),
