@@ -75,6 +75,61 @@ fn done_create_poll_drop_never_allocates() {
     );
 }
 
+/// The first `Done` on a scope waits in its waiter list's slot, later ones
+/// in the list (adopting the slot's); neither allocates, in any drop order,
+/// and the slot costs the future no bytes.
+#[test]
+fn the_waiter_slot_and_the_list_never_allocate() {
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(
+        std::mem::size_of::<cancel_tree::Done<'static>>(),
+        56,
+        "the slot must not grow the future"
+    );
+    let (ctx, cancel) = Context::background().with_cancel();
+    let waker = Waker::noop();
+    let mut cx = TaskContext::from_waker(waker);
+    let before = allocs();
+    for round in 0..(if cfg!(miri) { 4 } else { 400 }) {
+        // Pinned in place inside an `Option`, so that `set(None)` drops each
+        // one (in place) in the order the round wants.
+        let mut a = pin!(Some(ctx.done()));
+        let mut b = pin!(Some(ctx.done()));
+        let mut c = pin!(Some(ctx.done()));
+        for (d, what) in [
+            (&mut a, "slot"),
+            (&mut b, "list, adopting a"),
+            (&mut c, "list"),
+        ] {
+            let d = d.as_mut().as_pin_mut().unwrap();
+            assert!(d.poll(&mut cx).is_pending(), "{what}");
+        }
+        if round % 2 == 0 {
+            a.set(None); // the adopted slot item leaves the list
+            c.set(None);
+            b.set(None);
+        } else {
+            b.set(None);
+            a.set(None);
+            c.set(None);
+        }
+        // And a slot item that leaves the slot itself.
+        a.set(Some(ctx.done()));
+        assert!(a.as_mut().as_pin_mut().unwrap().poll(&mut cx).is_pending());
+        a.set(None);
+    }
+    assert_eq!(allocs() - before, 0, "waiting allocated");
+    let mut a = pin!(ctx.done());
+    assert!(a.as_mut().poll(&mut cx).is_pending());
+    let mut b = pin!(ctx.done());
+    assert!(b.as_mut().poll(&mut cx).is_pending());
+    let before = allocs();
+    cancel.cancel();
+    assert_eq!(a.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    assert_eq!(b.as_mut().poll(&mut cx), Poll::Ready(Error::Canceled));
+    assert_eq!(allocs() - before, 0, "waking allocated");
+}
+
 #[test]
 fn hot_path_and_clones_never_allocate() {
     let (ctx, cancel) = Context::background().with_cancel();

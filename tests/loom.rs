@@ -1082,3 +1082,264 @@ fn group_drop_vs_task_wake() {
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "and never again");
     });
 }
+
+// ---------------------------------------------------------------------------
+// The waiter slot (`waiter_list`, rule 4; list invariant 5): a `Done` polled
+// on a scope with an empty waiter list enters the list's slot without the
+// lock. Each model below races it against one party that touches the list
+// under the lock, or against the lock-free leaf ending.
+
+/// W1 through the walk's locked leaf ending: a custom cause needs the cause
+/// cell, so the cancel takes the lock, finds the list empty and ends the
+/// scope as a leaf, with no notification. The slot registrant's `fetch_or`
+/// then shows `LOCKED` or `CANCELLED` and it re-checks under the lock.
+#[test]
+fn slot_register_vs_locked_leaf_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let t = thread::spawn(move || cancel.cancel_with(Tag(3)));
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        match first {
+            Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
+            Poll::Ready(e) => {
+                assert_eq!(e, Error::Canceled);
+                assert_eq!(wakes(&c), 0);
+            }
+        }
+        drop(done);
+        assert_eq!(tag_of(&ctx), Some(3));
+    });
+}
+
+/// W1 through a parent's walk with a custom cause: the walk flags the leaf
+/// child under both locks (the locked leaf path), while a `Done` on the
+/// child enters the slot.
+#[test]
+fn slot_register_vs_parent_locked_walk() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _h) = parent.with_cancel();
+        let t = thread::spawn(move || cancel.cancel_with(Tag(4)));
+        let (c, w) = waker();
+        let mut done = Box::pin(child.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        if first.is_pending() {
+            assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
+        } else {
+            assert_eq!(wakes(&c), 0);
+        }
+        drop(done);
+        assert_eq!(tag_of(&child), Some(4));
+    });
+}
+
+/// W1 through a parent's walk that flags an inner child lock-free
+/// (`try_end_inner`: the child has a child of its own, so `HAS_WAITERS` does
+/// not stop the CAS) and drains its waiters later under its lock, while a
+/// `Done` on that child enters the slot.
+#[test]
+fn slot_register_vs_parent_walk_inner_child() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _h) = parent.with_cancel();
+        let (grand, _gh) = child.with_cancel();
+        let t = thread::spawn(move || cancel.cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(child.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        if first.is_pending() {
+            assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
+        } else {
+            assert_eq!(wakes(&c), 0);
+        }
+        drop(done);
+        assert!(grand.is_cancelled());
+    });
+}
+
+/// Two `Done`s registering at once on one scope: one gets the slot, the
+/// other the list (adopting the slot item if it was first), and the slot
+/// owner drops while that happens; the survivor is woken exactly once by
+/// the cancel that follows, and nobody touches a freed waiter (loom's cell
+/// tracking: the dropped `Done` is freed at once).
+#[test]
+fn slot_vs_list_registration_and_drop() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || {
+            let (c, w) = waker();
+            let mut done = Box::pin(ctx2.done());
+            assert!(
+                done.as_mut()
+                    .poll(&mut TaskContext::from_waker(&w))
+                    .is_pending()
+            );
+            drop(done);
+            assert_eq!(wakes(&c), 0);
+        });
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        t.join().unwrap();
+        cancel.cancel();
+        assert_eq!(wakes(&c), 1, "the remaining waiter is woken once");
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_ready()
+        );
+    });
+}
+
+/// Two `Done`s registering while a cancel runs: each is woken once or saw
+/// the flag, whichever of slot and list it got.
+#[test]
+fn two_registrations_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || {
+            let (c, w) = waker();
+            let mut done = Box::pin(ctx2.done_owned());
+            let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+            (first.is_pending(), c, done)
+        });
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        cancel.cancel();
+        let (other_pending, other_c, other_done) = t.join().unwrap();
+        assert_eq!(wakes(&c), usize::from(first.is_pending()), "main waiter");
+        // The other waiter's wake may come only from this cancel, which has
+        // returned; its own poll may have seen the flag.
+        if other_pending {
+            assert_eq!(wakes(&other_c), 1, "other waiter");
+        } else {
+            assert_eq!(wakes(&other_c), 0);
+        }
+        drop(other_done);
+        drop(done);
+    });
+}
+
+/// A `Done` in the slot dropped while the cancel claims it (the lock-free
+/// leave fails, so the drop waits in the lock for the claimant to take the
+/// waker): no use after free, the waker is woken at most once.
+#[test]
+fn slot_drop_vs_cancel_claim() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel_with(Tag(5)));
+        drop(done);
+        t.join().unwrap();
+        assert!(wakes(&c) <= 1);
+        assert_eq!(tag_of(&ctx), Some(5));
+    });
+}
+
+/// A `Done` entering the slot while an `after_func` registers on the same
+/// scope under the lock (adopting the slot item, or finding the list taken
+/// so the `Done` takes the list), then dropped; a cancel afterwards runs the
+/// function once and wakes nobody stale.
+#[test]
+fn slot_register_vs_after_func() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || {
+            ctx2.after_func(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let af = t.join().unwrap();
+        cancel.cancel();
+        assert_eq!(wakes(&c), 1, "the Done is woken once");
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the function ran once");
+        drop(done);
+        drop(af);
+    });
+}
+
+/// As [`slot_register_vs_after_func`], but the `Done` drops (leaving the
+/// slot, or unlinking after an adoption) while the `after_func` registers;
+/// then the function runs once on cancel.
+#[test]
+fn slot_drop_vs_after_func_adoption() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || {
+            ctx2.after_func(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        drop(done);
+        let af = t.join().unwrap();
+        cancel.cancel();
+        assert_eq!(wakes(&c), 0, "a dropped Done is not woken");
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the function ran once");
+        drop(af);
+    });
+}
+
+/// W2 with the first waker in the slot and a custom cause (the locked walk
+/// claims the slot item): a re-poll with a new waker, under the lock, either
+/// replaces the waker before the claim or sees the flag.
+#[test]
+fn slot_repoll_new_waker_vs_locked_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c1, w1) = waker();
+        let (c2, w2) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w1))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel_with(Tag(6)));
+        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        t.join().unwrap();
+        if second.is_pending() {
+            assert_eq!(wakes(&c2), 1, "the latest waker must be woken");
+            assert_eq!(wakes(&c1), 0);
+        } else {
+            assert!(wakes(&c1) + wakes(&c2) <= 1);
+        }
+    });
+}

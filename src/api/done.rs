@@ -57,7 +57,8 @@ pub struct DoneOwned {
 }
 
 // SAFETY: the raw pointers inside the waiter link are only touched under the
-// scope's lock, and the waker is `Send + Sync`.
+// scope's lock, or by the future's owner while it is unpublished or in the
+// waiter list's slot (list invariant 5), and the waker is `Send + Sync`.
 unsafe impl Send for Done<'_> {}
 // SAFETY: `&Done` exposes nothing but `Debug` and `is_terminated`.
 unsafe impl Sync for Done<'_> {}

@@ -37,9 +37,17 @@
 //! 4. **Empty means empty.** `HAS_KIDS` / `HAS_WAITERS` are set, at the
 //!    latest by the RMW that releases the lock under which the first child
 //!    / waiter was linked, and never cleared. A word that shows neither, nor
-//!    `LOCKED`, belongs to a node whose lists are empty at that instant, and whoever links later takes the lock and
-//!    checks `CANCELLED` first. That is what lets a lock-free ending
-//!    ([`Word::try_end_leaf`], [`Word::try_end_inner`]) skip the lock.
+//!    `LOCKED`, belongs to a node whose lists are empty at that instant, and
+//!    whoever links later either takes the lock and checks `CANCELLED`
+//!    first, or is a `Done` in the waiter list's slot (`waiter_list`, rule
+//!    4), which sets `HAS_WAITERS` with an `AcqRel` `fetch_or`
+//!    ([`Word::mark_waiters_lock_free`]) after it entered and checks the
+//!    `CANCELLED` and `LOCKED` that RMW returns. That is what lets a
+//!    lock-free ending ([`Word::try_end_leaf`], [`Word::try_end_inner`])
+//!    skip the lock. Because that `fetch_or` may come at any time,
+//!    `HAS_WAITERS` is never set by an unlocking `fetch_xor` or `fetch_add`
+//!    (which would clear or carry it): a lock holder sets it with a
+//!    `fetch_or` of its own ([`Guard::mark`]).
 //! 5. **`LINKED`** changes only under the lock of the list the node is in
 //!    (its parent scope's own list, or one of its shards).
 //! 6. **References.** Every `Context`, `CancelHandle`, child, after_func
@@ -393,6 +401,18 @@ impl Word {
         }
     }
 
+    /// Sets `HAS_WAITERS` for a `Done` that just entered the waiter list's
+    /// slot without the lock, and returns the word as it was (invariant 4;
+    /// `waiter_list`, rule 4). `AcqRel`: the `Release` half pairs with the
+    /// `Acquire` of every later RMW of the word (a lock, a lock-free ending;
+    /// all RMWs, so the release sequence reaches them), which then sees the
+    /// slot item; the `Acquire` half pairs with the `Release` of the ending
+    /// RMW (invariant 2) whose `CANCELLED` this may return.
+    #[inline(always)]
+    pub(crate) fn mark_waiters_lock_free(&self) -> usize {
+        self.0.fetch_or(HAS_WAITERS, Ordering::AcqRel)
+    }
+
     /// Clears bits (with `AcqRel`).
     #[inline]
     pub(crate) fn clear(&self, bits: usize) -> usize {
@@ -541,11 +561,24 @@ impl Guard<'_> {
     /// sees them, and no RMW of its own is spent. (Nothing that reads them
     /// can act while the lock is held.) Only a lock bit needs them; without
     /// one nothing reads them, and they are not set.
+    ///
+    /// `HAS_WAITERS` is the exception: a `Done` entering the waiter list's
+    /// slot may set it lock-free at any moment (invariant 4), which the
+    /// unlock's `fetch_xor` would undo. It is set at once, by a `fetch_or`
+    /// of its own (once per node: the first waiter linked under a lock).
     #[inline]
     pub(crate) fn mark(&mut self, bits: usize) {
         debug_assert_eq!(bits & !(HAS_KIDS | HAS_WAITERS), 0);
         if IN_WORD {
-            self.marks |= bits & !self.seen;
+            let new = bits & !self.seen;
+            if new & HAS_WAITERS != 0 {
+                // Relaxed: published by our unlock's Release, which follows
+                // it in the word's modification order; nothing acts on it
+                // while the lock is held.
+                self.word.0.fetch_or(HAS_WAITERS, Ordering::Relaxed);
+                self.seen |= HAS_WAITERS;
+            }
+            self.marks |= new & HAS_KIDS;
         }
     }
 
@@ -818,6 +851,27 @@ mod tests {
         drop(g);
         let expect = if IN_WORD { HAS_KIDS } else { 0 };
         assert_eq!(w.load() & HAS_KIDS, expect);
+    }
+
+    #[test]
+    fn has_waiters_survives_a_lock_free_mark_during_a_hold() {
+        // A slot registrant's `fetch_or` may land while a lock holder links
+        // the first listed waiter (invariant 4): the unlock must not undo it.
+        let w = Word::new(LIVE_LEAF);
+        let mut g = w.lock();
+        g.mark(HAS_WAITERS);
+        let prev = w.mark_waiters_lock_free();
+        drop(g);
+        let expect = if IN_WORD { HAS_WAITERS } else { 0 };
+        assert_eq!(prev & HAS_WAITERS, expect, "the hold set it at once");
+        assert_eq!(w.load() & (HAS_WAITERS | LOCKED), HAS_WAITERS);
+        // And the other order: the lock-free mark first, seen stale.
+        let w = Word::new(LIVE_LEAF);
+        let mut g = w.lock();
+        w.mark_waiters_lock_free();
+        g.mark(HAS_WAITERS);
+        drop(g);
+        assert_eq!(w.load() & (HAS_WAITERS | LOCKED), HAS_WAITERS);
     }
 
     #[test]

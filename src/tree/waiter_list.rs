@@ -3,22 +3,43 @@
 //! intrusively into their scope, so waiting never allocates.
 //!
 //! A [`WaitLink`] lives inside the thing that waits (a pinned `Done` future,
-//! or an `after_func` allocation). Every field of a link is guarded by the
-//! lock of the scope it waits on. The protocol that rules out lost wake-ups:
+//! or an `after_func` allocation). Every field of a listed link is guarded
+//! by the lock of the scope it waits on. The protocol that rules out lost
+//! wake-ups:
 //!
-//! 1. a waiter registers only under the scope's lock, after checking
-//!    `CANCELLED` under that same lock;
+//! 1. a waiter registers under the scope's lock, after checking `CANCELLED`
+//!    under that same lock; or, a `Done` only, in the empty list's slot
+//!    without the lock (rule 4);
 //! 2. the canceller sets `CANCELLED` under the lock (or, lock-free, only on
-//!    a node that never had a waiter: state word, invariant 4) and only
-//!    afterwards pops waiters, one at a time, under the lock.
+//!    a node that never had a waiter: state word, invariant 4, or on an
+//!    inner node whose lists it drains later under the lock) and only
+//!    afterwards pops waiters, one at a time, under the lock;
+//! 3. a popped waiter is marked `NOTIFIED` and its waker is moved out under
+//!    the lock; the waker is called after the lock is released, and the
+//!    `Done` may be dropped meanwhile (it no longer owns the waker, and the
+//!    canceller no longer touches it).
+//! 4. **The slot** (with a lock bit only, `raw::lock::IN_WORD`; list
+//!    invariant 5). A `Done` polled for the first time on a scope whose
+//!    waiter list is empty stores its waker in itself, puts itself in the
+//!    list's slot with one CAS of the head (`Release`), and then sets
+//!    `HAS_WAITERS` with a `fetch_or` on the state word (`AcqRel`). If that
+//!    RMW shows neither `CANCELLED` nor `LOCKED`, every later RMW of the
+//!    word (a lock, a lock-free ending) comes after it in the word's
+//!    modification order, so it sees `HAS_WAITERS` and, through the
+//!    `Acquire` half that reads from our `Release`, the slot item: a lock-free
+//!    leaf ending fails (it requires no `HAS_WAITERS`) and takes the lock,
+//!    and every locked canceller finds the item in the list. If it shows
+//!    either, a canceller may have looked at the list before the CAS: the
+//!    `Done` takes the lock (waiting for that canceller) and checks
+//!    `CANCELLED` under it, as in rule 1. Dropping the `Done` takes it out of
+//!    the slot with one CAS; if that fails, a lock holder claimed it (a
+//!    canceller: `NOTIFIED`) or adopted it into the list (`LINKED`), and the
+//!    `Done` takes the lock and unregisters as a listed waiter does.
 //!
 //! So either the registration comes first (and the canceller will pop it),
-//! or the flag does (and the registrant sees it and does not wait): the
-//! flag and the registration are totally ordered by the lock, with no fence
-//! games. A popped waiter is marked `NOTIFIED` and its waker is moved out
-//! under the lock; the waker is called after the lock is released, and the
-//! `Done` may be dropped meanwhile (it no longer owns the waker, and the
-//! canceller no longer touches it).
+//! or the flag does (and the registrant sees it and does not wait): under
+//! the lock the two are ordered by the lock, in the slot by the state word's
+//! modification order, with no fence games.
 
 use core::marker::PhantomPinned;
 use core::pin::Pin;
@@ -26,16 +47,18 @@ use core::task::{Context as TaskContext, Poll, Waker};
 
 use crate::Error;
 use crate::raw::list::{Linked, Links};
+use crate::raw::lock::IN_WORD;
 use crate::raw::sync::UnsafeCell;
 use crate::tree::node::Scope;
-use crate::tree::state_word::{self, Guard, HAS_WAITERS};
+use crate::tree::state_word::{self, CANCELLED, Guard, HAS_WAITERS, LOCKED};
 
 pub(crate) const KIND_WAITER: u8 = 0;
 pub(crate) const KIND_AFTER_FUNC: u8 = 1;
 /// A merged scope's entry in one of its other parents (`tree::merge`).
 pub(crate) const KIND_MERGE: u8 = 2;
 
-/// Not in any list.
+/// Not in any list, or (a `Done`) in its list's slot: then only the
+/// tagged head says so (list invariant 5).
 pub(crate) const IDLE: u8 = 0;
 /// In the scope's waiter list.
 pub(crate) const LINKED: u8 = 1;
@@ -49,7 +72,9 @@ pub(crate) const STOPPED: u8 = 3;
 pub(crate) struct WaitLink {
     links: Links<WaitLink>,
     pub(crate) kind: u8,
-    /// `IDLE`, `LINKED`, `NOTIFIED` or `STOPPED`; guarded by the scope lock.
+    /// `IDLE`, `LINKED`, `NOTIFIED` or `STOPPED`; guarded by the scope lock
+    /// (a slot item's is written first by the lock holder that claims or
+    /// adopts it, after its CAS: list invariant 5).
     status: UnsafeCell<u8>,
 }
 
@@ -57,6 +82,9 @@ pub(crate) struct WaitLink {
 // provenance of the whole entry (the canceller casts it back to a `Waiter`
 // or an after_func node).
 unsafe impl Linked for WaitLink {
+    /// A `Done` may wait in the empty list's slot (rule 4).
+    const SLOT: bool = true;
+
     #[inline(always)]
     unsafe fn links(p: *const WaitLink) -> *const Links<WaitLink> {
         // SAFETY: (caller) `p` is a live link.
@@ -97,9 +125,13 @@ impl Scope {
     pub(crate) unsafe fn push_waiter(&self, guard: &mut Guard<'_>, link: *const WaitLink) {
         // Before the first link (state word, invariant 4).
         guard.mark(HAS_WAITERS);
-        // SAFETY: (caller) the lock guards the list and the status.
+        // SAFETY: (caller) the lock guards the list and the status; an
+        // adopted slot item is ours to mark once adopted (list invariant 5).
         unsafe {
-            self.waiters.push_front(link);
+            let adopted = self.waiters.push_front(link);
+            if !adopted.is_null() {
+                (*adopted).set_status(LINKED);
+            }
             (*link).set_status(LINKED);
         }
     }
@@ -116,7 +148,8 @@ impl Scope {
         }
     }
 
-    /// Pops the first waiter, marking it `NOTIFIED` (null: none).
+    /// Pops the first waiter, marking it `NOTIFIED` (null: none); a slot
+    /// item is claimed (list invariant 5).
     ///
     /// # Safety
     /// The caller holds this scope's lock.
@@ -162,7 +195,8 @@ impl Waiter {
     }
 
     /// The poll logic of `Done` and `DoneOwned`. `registered` is set once
-    /// the waiter may be linked (its owner must then `unregister` on drop).
+    /// the waiter may be linked or in the slot (its owner must then
+    /// `unregister` on drop).
     ///
     /// # Safety
     /// `scope` is null (never cancelled) or alive for as long as the waiter.
@@ -183,24 +217,100 @@ impl Waiter {
         if let Some(e) = state_word::err_of(scope.hdr.word.load()) {
             return Poll::Ready(e);
         }
-        self.register(registered, scope, cx)
+        if IN_WORD && !*registered {
+            // The slot (rule 4). Cloning the waker is user code: before.
+            let waker = cx.waker().clone();
+            // SAFETY: never registered, so the waker cell is ours and empty
+            // (nobody can see the waiter yet).
+            unsafe { self.waker.with_mut(|w| *w = Some(waker)) };
+            let link = self.link_ptr();
+            // SAFETY: `IN_WORD`, and `WaitLink::SLOT`; the pinned waiter is
+            // in no list and stays put until `unregister`.
+            if unsafe { scope.waiters.try_enter_slot(link) } {
+                *registered = true;
+                let prev = scope.hdr.word.mark_waiters_lock_free();
+                if prev & (CANCELLED | LOCKED) == 0 {
+                    return Poll::Pending;
+                }
+                // A canceller may have looked at the list before our CAS.
+                return self.recheck(scope);
+            }
+            // Not empty: the locked path, with the waker taken back.
+            // SAFETY: still unpublished: ours.
+            let waker = unsafe { self.waker.with_mut(|w| (*w).take()) };
+            return self.register(registered, scope, cx, waker);
+        }
+        self.register(registered, scope, cx, None)
     }
 
-    /// The locked part of [`poll`](Waiter::poll): register, or find the
-    /// scope cancelled under its lock.
+    /// The waiter as a link pointer. Derived from the whole waiter (not just
+    /// its link field): the canceller casts it back to reach the waker.
+    #[inline(always)]
+    fn link_ptr(&self) -> *const WaitLink {
+        (self as *const Waiter).cast()
+    }
+
+    /// After entering the slot saw `CANCELLED` or `LOCKED` (rule 4): check
+    /// `CANCELLED` under the lock, which waits for a canceller that may have
+    /// missed the slot item. Not cancelled: registered (every later
+    /// canceller locks after us). Cancelled: leave, ready; unless a
+    /// canceller already claimed the waiter and took its waker, which it
+    /// is about to wake: then pending, as if the poll had come before the
+    /// cancel (a ready future is never woken, and a pending one once).
+    #[cold]
+    #[inline(never)]
+    fn recheck(self: Pin<&Self>, scope: &Scope) -> Poll<Error> {
+        let guard = scope.hdr.word.lock();
+        let Some(e) = state_word::err_of(guard.seen()) else {
+            return Poll::Pending;
+        };
+        // SAFETY: lock held; we own the waiter.
+        let waker = unsafe { self.leave_locked(scope) };
+        drop(guard);
+        let Some(waker) = waker else {
+            return Poll::Pending; // claimed: the claimant wakes us
+        };
+        drop(waker); // user code, outside the lock
+        Poll::Ready(e)
+    }
+
+    /// Takes the waiter out of wherever it is (the slot, the list, or
+    /// nowhere: popped or never linked) and returns its waker, if it still
+    /// has it.
+    ///
+    /// # Safety
+    /// The caller holds the scope's lock and owns the waiter.
+    unsafe fn leave_locked(&self, scope: &Scope) -> Option<Waker> {
+        let link = self.link_ptr();
+        // SAFETY: (caller) lock held; only we and lock holders (excluded)
+        // move the head off our slot value (list invariant 5).
+        unsafe {
+            if scope.waiters.in_slot(link) {
+                let left = scope.waiters.try_leave_slot(link);
+                debug_assert!(left, "only the owner and lock holders move a slot item");
+            } else if self.link.status() == LINKED {
+                scope.unlink_waiter(link, IDLE);
+            }
+            self.waker.with_mut(|w| (*w).take())
+        }
+    }
+
+    /// The locked part of [`poll`](Waiter::poll): register (with `waker`,
+    /// cloned by a first poll that found the slot taken), or find the scope
+    /// cancelled under its lock.
+    #[inline(never)]
     fn register(
         self: Pin<&Self>,
         registered: &mut bool,
         scope: &Scope,
         cx: &mut TaskContext<'_>,
+        waker: Option<Waker>,
     ) -> Poll<Error> {
-        // Derived from the whole waiter (not just its link field): the
-        // canceller casts it back to reach the waker.
-        let link: *const WaitLink = (&*self as *const Waiter).cast();
+        let link = self.link_ptr();
         if !*registered {
             // A first poll needs a waker anyway: clone it before taking the
             // lock (cloning is user code), and register in one hold.
-            let waker = cx.waker().clone();
+            let waker = waker.unwrap_or_else(|| cx.waker().clone());
             let mut guard = scope.hdr.word.lock();
             if let Some(e) = state_word::err_of(guard.seen()) {
                 drop(guard);
@@ -223,9 +333,12 @@ impl Waiter {
             // popped) link; `unregister` sorts that out under the lock.
             return Poll::Ready(e);
         }
-        // SAFETY: lock held.
-        if unsafe { self.link.status() } == LINKED {
-            // SAFETY: lock held; the waker cell is ours to read.
+        // SAFETY: lock held; we own the waiter (list invariant 5: a slot
+        // item is only claimed under the lock).
+        let waiting = unsafe { self.link.status() == LINKED || scope.waiters.in_slot(link) };
+        if waiting {
+            // SAFETY: lock held; the waker cell is ours to read (a canceller
+            // takes it only under the lock).
             let same = self
                 .waker
                 .with(|w| unsafe { (*w).as_ref().is_some_and(|w| w.will_wake(cx.waker())) });
@@ -244,10 +357,11 @@ impl Waiter {
         }
         // SAFETY: lock held.
         let old = self.waker.with_mut(|w| unsafe { (*w).replace(new_waker) });
-        // SAFETY: lock held; not cancelled, so the link is IDLE or LINKED,
-        // and the pinned waiter stays put until `unregister`.
+        // SAFETY: lock held; not cancelled, so the waiter is in the slot,
+        // LINKED, or IDLE, and the pinned waiter stays put until
+        // `unregister`.
         unsafe {
-            if self.link.status() == IDLE {
+            if self.link.status() == IDLE && !scope.waiters.in_slot(link) {
                 scope.push_waiter(&mut guard, link);
             }
         }
@@ -261,20 +375,31 @@ impl Waiter {
     ///
     /// # Safety
     /// As for [`poll`](Waiter::poll).
+    #[inline]
     pub(crate) unsafe fn unregister(&self, scope: *const Scope) {
         if scope.is_null() {
             return;
         }
         // SAFETY: (caller).
         let scope = unsafe { &*scope };
+        // Still in the slot: one CAS, and the waiter is ours again (rule 4).
+        // SAFETY: we own the waiter.
+        if IN_WORD && unsafe { scope.waiters.try_leave_slot(self.link_ptr()) } {
+            // SAFETY: out of the slot, untouched by anyone else: ours.
+            let waker = unsafe { self.waker.with_mut(|w| (*w).take()) };
+            drop(waker);
+            return;
+        }
+        self.unregister_locked(scope);
+    }
+
+    /// [`unregister`](Waiter::unregister) under the lock: the waiter was
+    /// listed, claimed or adopted (rule 4), or never registered.
+    #[inline(never)]
+    fn unregister_locked(&self, scope: &Scope) {
         let guard = scope.hdr.word.lock();
-        // SAFETY: lock held.
-        let waker = unsafe {
-            if self.link.status() == LINKED {
-                scope.unlink_waiter((self as *const Waiter).cast(), IDLE);
-            }
-            self.waker.with_mut(|w| (*w).take())
-        };
+        // SAFETY: lock held; we own the waiter.
+        let waker = unsafe { self.leave_locked(scope) };
         drop(guard);
         drop(waker);
     }
