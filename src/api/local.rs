@@ -195,6 +195,15 @@ impl fmt::Debug for StaticScope {
 /// ROOT.scope().cancel();
 /// assert!(request.is_cancelled() && step.is_cancelled());
 /// ```
+///
+/// Dropping a `LocalScope` waits until any cancel walk or timer `fire` that
+/// already reached it is done with it (on a single core, an interrupt that
+/// reached it has finished before the owner runs again, so this never
+/// waits). So do not drop one from inside a waker's `wake` that is called
+/// by a cancel of that scope or of an ancestor: a waker that polls its task
+/// on the spot, and a task that then drops the scope, would wait on the
+/// walk it is running in. Executors that queue the woken task (all the
+/// common ones, embassy's included) never do this.
 pub struct LocalScope<'p> {
     node: DeadlineScope,
     /// A deadline to arm on attach (`None`: plain scope).
