@@ -37,6 +37,9 @@
 //!   one at a time, each with all the cancellations its closures cause. A
 //!   clock step that would fire two deadlines due at the same instant while
 //!   such a closure is pending is skipped (ties may fire in either order).
+//!   So is one that would fire two such deadlines above the two branches of
+//!   a merged context that has not ended: the first to reach it decides its
+//!   cause.
 //!
 //! Besides the API results it checks memory: which nodes are still reachable
 //! (a node is held by context handles, undetached cancel handles, `Done`
@@ -948,6 +951,39 @@ impl Model {
         due
     }
 
+    /// `true` if a merged scope that has not ended has two of the `due`
+    /// deadlines with the same instant among its ancestors (through either
+    /// parent): the queue may fire ties in either order, and the first to
+    /// reach the merged scope decides its cause. (A deadline that is not
+    /// before an ancestor's has no timer of its own, so only the two
+    /// branches of a merge can hold such a tie.)
+    fn merge_sees_a_tie(&self, due: &[(u64, usize)]) -> bool {
+        let at_of = |i: usize| due.iter().find(|d| d.1 == i).map(|d| d.0);
+        self.nodes.iter().enumerate().any(|(m, n)| {
+            if !matches!(n.kind, Kind::Merge { .. }) || n.end.is_some() || n.freed {
+                return false;
+            }
+            // Every ancestor, through both links of every merged scope.
+            let mut seen = vec![false; self.nodes.len()];
+            let mut stack = vec![m];
+            let mut ats = Vec::new();
+            while let Some(x) = stack.pop() {
+                if std::mem::replace(&mut seen[x], true) {
+                    continue;
+                }
+                if let Some(at) = at_of(x) {
+                    ats.push(at);
+                }
+                stack.extend(self.nodes[x].parent);
+                if let Kind::Merge { other } = self.nodes[x].kind {
+                    stack.push(other);
+                }
+            }
+            ats.sort_unstable();
+            ats.windows(2).any(|w| w[0] == w[1])
+        })
+    }
+
     /// Ends the earliest due deadline of `clock`; `false` if none is due.
     fn fire_one(&mut self, clock: usize) -> bool {
         let Some(&(_, i)) = self.due(clock, self.now[clock]).iter().min() else {
@@ -1534,16 +1570,19 @@ impl Machine {
     /// the library may fire such ties in either order, and the closure of
     /// the first can change how the second ends. The step is then skipped.
     fn order_matters(&self, clock: usize, now: u64) -> bool {
+        let due = self.model.due(clock, now);
         let chains = self
             .afs
             .iter()
             .any(|a| a.chain.is_some() && matches!(a.state, AfState::Pending { .. }));
-        if !chains {
-            return false;
+        if chains {
+            let mut ats: Vec<u64> = due.iter().map(|d| d.0).collect();
+            ats.sort_unstable();
+            if ats.windows(2).any(|w| w[0] == w[1]) {
+                return true;
+            }
         }
-        let mut ats: Vec<u64> = self.model.due(clock, now).iter().map(|d| d.0).collect();
-        ats.sort_unstable();
-        ats.windows(2).any(|w| w[0] == w[1])
+        self.model.merge_sees_a_tie(&due)
     }
 
     fn derive(&mut self, ctx: u8, how: Derive) {
