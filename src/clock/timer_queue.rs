@@ -617,21 +617,24 @@ impl Timers {
         unsafe { TimerEntry::place(entry) != NOWHERE }
     }
 
-    /// Removes `node` if it is queued. Never touches the clock: an alarm for
-    /// a removed deadline just finds nothing due.
+    /// Removes `node` if it is queued; `true` if it was. Never touches the
+    /// clock: an alarm for a removed deadline just finds nothing due.
     ///
     /// # Safety
     /// `node` is alive.
-    pub(crate) unsafe fn remove(&self, node: *const TimerEntry) {
+    pub(crate) unsafe fn remove(&self, node: *const TimerEntry) -> bool {
         let guard = self.lock.lock();
         // SAFETY: lock held; `node` alive (caller).
-        unsafe {
-            if TimerEntry::place(node) != NOWHERE {
+        let queued = unsafe { TimerEntry::place(node) != NOWHERE };
+        if queued {
+            // SAFETY: as above; queued, so in the wheel.
+            unsafe {
                 self.unlink(node);
                 self.add_count(-1);
             }
         }
         drop(guard);
+        queued
     }
 }
 

@@ -283,7 +283,7 @@ pub(crate) unsafe fn arm(ds: *const DeadlineScope, clock: &dyn Clock, now: Insta
         if (*s).hdr.word.load() & CANCELLED != 0 {
             // Cancelled by the parent between attaching and queueing: its
             // walk may have missed the entry, so remove it now.
-            dequeue(ds);
+            let _ = dequeue(ds);
         }
     }
 }
@@ -331,18 +331,17 @@ unsafe fn expire_entry(entry: *const TimerEntry) {
     unsafe { cancel(ds.cast(), Error::DeadlineExceeded, &(*ds).cause) };
 }
 
-/// Takes a deadline scope out of its clock's queue, if it has a clock.
+/// Takes a deadline scope out of its clock's queue, if it has a clock;
+/// `true` if it was queued.
 ///
 /// # Safety
 /// `ds` is alive.
-pub(crate) unsafe fn dequeue(ds: *const DeadlineScope) {
+pub(crate) unsafe fn dequeue(ds: *const DeadlineScope) -> bool {
     // SAFETY: the clock is written before the node is shared and never
     // after, and outlives the node.
     unsafe {
         let clock = (*ds).clock;
-        if !clock.is_null() {
-            (*clock).timers().remove(&raw const (*ds).timer);
-        }
+        !clock.is_null() && (*clock).timers().remove(&raw const (*ds).timer)
     }
 }
 
@@ -361,6 +360,9 @@ pub(crate) unsafe fn free(ds: *const DeadlineScope, word: usize) -> release::Par
         // holding a reference, so before this free.
         if (*ds).scope.hdr.word.load() & CANCELLED == 0 {
             dequeue(ds);
+        } else if cfg!(debug_assertions) {
+            // The queue would keep a pointer to freed memory otherwise.
+            assert!(!dequeue(ds), "an ended deadline node was still queued");
         }
         let (parent, now) = release::detach(ds.cast(), true, word);
         let guard = release::SettleOnUnwind(parent);
@@ -389,7 +391,7 @@ pub(crate) unsafe fn dequeue_if_deadline(scope: *const Scope) {
     // SAFETY: (caller); the kind is immutable.
     unsafe {
         if state_word::kind((*scope).hdr.word.load()) == state_word::KIND_DEADLINE {
-            dequeue(scope.cast());
+            let _ = dequeue(scope.cast());
         }
     }
 }
