@@ -237,7 +237,7 @@ fn local_timeout_dropped_while_its_deadline_fires() {
                 let _g = g.into_ref().get();
                 ready.fetch_add(1, Ordering::SeqCst);
                 while !go.load(Ordering::SeqCst) {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
                 // Sweep the drop across the fire's window.
                 for _ in 0..round % 64 {
@@ -247,7 +247,7 @@ fn local_timeout_dropped_while_its_deadline_fires() {
             s.spawn(|| {
                 ready.fetch_add(1, Ordering::SeqCst);
                 while !go.load(Ordering::SeqCst) {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
                 // A panic here would leave the owner waiting for the fire's
                 // reference forever: fail loudly instead of hanging.
@@ -257,7 +257,7 @@ fn local_timeout_dropped_while_its_deadline_fires() {
                 }
             });
             while ready.load(Ordering::SeqCst) < 2 {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             go.store(true, Ordering::SeqCst);
         });

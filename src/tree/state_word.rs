@@ -37,12 +37,14 @@
 //! 4. **Empty means empty.** `HAS_KIDS` / `HAS_WAITERS` are set, at the
 //!    latest by the RMW that releases the lock under which the first child
 //!    / waiter was linked, and never cleared. A word that shows neither, nor
-//!    `LOCKED`, belongs to a node whose lists are empty at that instant, and
-//!    whoever links later either takes the lock and checks `CANCELLED`
-//!    first, or is a `Done` in the waiter list's slot (`waiter_list`, rule
-//!    4), which sets `HAS_WAITERS` with an `AcqRel` `fetch_or`
+//!    `LOCKED`, belongs to a node whose lists are empty at that instant, or
+//!    hold only a `Done` in the waiter list's slot that has not yet set the
+//!    bit. Whoever links later either takes the lock and checks `CANCELLED`
+//!    first, or is such a slot `Done` (`waiter_list`, rule 4), which sets
+//!    `HAS_WAITERS` with an `AcqRel` `fetch_or`
 //!    ([`Word::mark_waiters_lock_free`]) after it entered and checks the
-//!    `CANCELLED` and `LOCKED` that RMW returns. That is what lets a
+//!    `CANCELLED` and `LOCKED` that RMW returns: an ending that did not see
+//!    the bit is seen there. That is what lets a
 //!    lock-free ending ([`Word::try_end_leaf`], [`Word::try_end_inner`])
 //!    skip the lock. Because that `fetch_or` may come at any time,
 //!    `HAS_WAITERS` is never set by an unlocking `fetch_xor` or `fetch_add`
@@ -379,10 +381,13 @@ impl Word {
         self.0.fetch_add(REF_ONE | SHARDS_REF, Ordering::Relaxed);
     }
 
-    /// Sets bits on a node no other thread can see yet (no RMW needed).
+    /// Sets bits on a node no other thread can see yet (no RMW needed). On
+    /// a shared node this plain store could erase a slot `Done`'s lock-free
+    /// `HAS_WAITERS` (invariant 4): a lost wake-up.
     #[inline]
     pub(crate) fn set_unshared(&self, bits: usize) {
         let cur = self.0.load(Ordering::Relaxed);
+        debug_assert_eq!(cur & HAS_WAITERS, 0, "set_unshared on a node with waiters");
         self.0.store(cur | bits, Ordering::Relaxed);
     }
 

@@ -11,9 +11,11 @@
 //!    under that same lock; or, a `Done` only, in the empty list's slot
 //!    without the lock (rule 4);
 //! 2. the canceller sets `CANCELLED` under the lock (or, lock-free, only on
-//!    a node that never had a waiter: state word, invariant 4, or on an
-//!    inner node whose lists it drains later under the lock) and only
-//!    afterwards pops waiters, one at a time, under the lock;
+//!    a node whose word shows no `HAS_WAITERS`: state word, invariant 4 — a
+//!    slot `Done` that has not set it yet sees the ending in its
+//!    `fetch_or`, rule 4 — or on an inner node whose lists it drains later
+//!    under the lock) and only afterwards pops waiters, one at a time,
+//!    under the lock;
 //! 3. a popped waiter is marked `NOTIFIED` and its waker is moved out under
 //!    the lock; the waker is called after the lock is released, and the
 //!    `Done` may be dropped meanwhile (it no longer owns the waker, and the
@@ -29,7 +31,9 @@
 //!    `Acquire` half that reads from our `Release`, the slot item: a lock-free
 //!    leaf ending fails (it requires no `HAS_WAITERS`) and takes the lock,
 //!    and every locked canceller finds the item in the list. If it shows
-//!    either, a canceller may have looked at the list before the CAS: the
+//!    either, a canceller may have looked at the list before that
+//!    `fetch_or` (even after the head CAS: its `Relaxed` emptiness check is
+//!    not ordered after it): the
 //!    `Done` takes the lock (waiting for that canceller) and checks
 //!    `CANCELLED` under it, as in rule 1. Dropping the `Done` takes it out of
 //!    the slot with one CAS; if that fails, a lock holder claimed it (a
@@ -102,7 +106,10 @@ impl WaitLink {
     }
 
     /// # Safety
-    /// The caller holds the lock of the scope this link belongs to.
+    /// The caller holds the lock of the scope this link belongs to, and, if
+    /// the link is or was in that list's slot, is its owner or has claimed
+    /// or adopted it with its own CAS (list invariant 5): the lock alone
+    /// does not guard a slot item.
     pub(crate) unsafe fn status(&self) -> u8 {
         // SAFETY: guarded by the scope lock (caller).
         self.status.with(|s| unsafe { *s })
@@ -169,7 +176,9 @@ impl Scope {
 #[repr(C)]
 pub(crate) struct Waiter {
     link: WaitLink,
-    /// Guarded by the scope lock.
+    /// Guarded by the scope lock; also the owner's alone, unlocked, while
+    /// the waiter is unpublished (before its slot CAS, or after that CAS
+    /// failed) and after it left the slot itself (list invariant 5).
     waker: UnsafeCell<Option<Waker>>,
     _pinned: PhantomPinned,
 }
@@ -186,7 +195,8 @@ impl Waiter {
     /// Takes the waker of a waiter the caller just popped.
     ///
     /// # Safety
-    /// The caller holds the scope lock and `link` is a `KIND_WAITER` link.
+    /// The caller holds the scope lock, `link` is a `KIND_WAITER` link, and
+    /// the caller popped it (for a slot item: claimed it with its CAS).
     pub(crate) unsafe fn take_waker(link: *const WaitLink) -> Option<Waker> {
         let waiter = link.cast::<Waiter>();
         // SAFETY: `Waiter` is repr(C) with the link first; the waker cell is
@@ -232,7 +242,8 @@ impl Waiter {
                 if prev & (CANCELLED | LOCKED) == 0 {
                     return Poll::Pending;
                 }
-                // A canceller may have looked at the list before our CAS.
+                // A canceller may have looked at the list before our
+                // fetch_or (rule 4).
                 return self.recheck(scope);
             }
             // Not empty: the locked path, with the waker taken back.
