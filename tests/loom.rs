@@ -1165,8 +1165,8 @@ fn slot_register_vs_parent_walk_inner_child() {
 /// Two `Done`s registering at once on one scope: one gets the slot, the
 /// other the list (adopting the slot item if it was first), and the slot
 /// owner drops while that happens; the survivor is woken exactly once by
-/// the cancel that follows, and nobody touches a freed waiter (loom's cell
-/// tracking: the dropped `Done` is freed at once).
+/// the cancel that follows, and nobody touches a dropped waiter (under loom
+/// a `Waiter`'s drop writes all its cells, so a later access races it).
 #[test]
 fn slot_vs_list_registration_and_drop() {
     loom::model(|| {
@@ -1341,5 +1341,310 @@ fn slot_repoll_new_waker_vs_locked_cancel() {
         } else {
             assert!(wakes(&c1) + wakes(&c2) <= 1);
         }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// More waiter-slot models: interleavings the models above do not name, and
+// the listed (second) waiter path, which the first models no longer reach.
+
+/// The root's own locked walk (it has a child, so it is not a leaf and
+/// takes the `WALKING` path) and its notify phase, which skips the lock
+/// when `HAS_WAITERS` is clear, vs a `Done` on that root entering the slot.
+#[test]
+fn slot_register_vs_root_walk_notify_skip() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (child, _h) = ctx.with_cancel();
+        let t = thread::spawn(move || cancel.cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        match first {
+            Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
+            Poll::Ready(e) => {
+                assert_eq!(e, Error::Canceled);
+                assert_eq!(wakes(&c), 0);
+            }
+        }
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_ready()
+        );
+        drop(done);
+        assert!(child.is_cancelled());
+    });
+}
+
+/// A `CancelHandle` dropped while its context lives (the lock-free
+/// end-and-release `try_end_leaf(.., release = true)`) vs a `Done` entering
+/// the slot.
+#[test]
+fn slot_register_vs_handle_drop() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let t = thread::spawn(move || drop(cancel));
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        t.join().unwrap();
+        match first {
+            Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
+            Poll::Ready(_) => assert_eq!(wakes(&c), 0),
+        }
+        assert!(ctx.is_cancelled());
+        drop(done);
+    });
+}
+
+/// A lock holder empties the list by unlinking its last item (a plain
+/// store of the head: `after_func` stop) while a `Done` tries the slot
+/// (its CAS either fails on the listed item, so it registers under the
+/// lock, or enters after the store). A later cancel wakes it once and does
+/// not run the stopped function.
+#[test]
+fn slot_register_vs_after_func_stop() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let af = ctx.after_func(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let t = thread::spawn(move || af.stop());
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        assert!(t.join().unwrap(), "stopped before any cancel");
+        cancel.cancel();
+        assert_eq!(wakes(&c), 1, "the Done is woken once");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_ready()
+        );
+    });
+}
+
+/// A re-poll with a new waker of a `Done` in the slot (the lock is dropped
+/// to clone the waker, then taken again) while an `after_func` registration
+/// adopts the slot item: the new waker is the one woken, once.
+#[test]
+fn slot_repoll_new_waker_vs_adoption() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c1, w1) = waker();
+        let (c2, w2) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w1))
+                .is_pending()
+        );
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || {
+            ctx2.after_func(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w2))
+                .is_pending()
+        );
+        let af = t.join().unwrap();
+        cancel.cancel();
+        assert_eq!(wakes(&c2), 1, "the latest waker is woken");
+        assert_eq!(wakes(&c1), 0);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        drop(done);
+        drop(af);
+    });
+}
+
+/// A `Done` in the slot polled again (the fast path may see the flag and be
+/// ready while the notify phase has not claimed it yet) and then dropped
+/// (leaving the slot lock-free, or meeting the claimant in the lock) while
+/// the cancel runs: never touched after the drop, woken at most once.
+#[test]
+fn slot_repoll_and_drop_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        drop(done);
+        t.join().unwrap();
+        // Dropped: it may or may not be woken (a drop before the claim
+        // leaves the slot), but never twice.
+        let _ = second;
+        assert!(wakes(&c) <= 1);
+    });
+}
+
+/// A merged context registering its entry in its other parent's waiter
+/// list (adopting a slot `Done` there, or finding the list taken so the
+/// `Done` registers under the lock) while that `Done` enters the slot; the
+/// cancel of that parent wakes the `Done` once and ends the merged context
+/// with its cause.
+#[test]
+fn slot_vs_merge_entry_adoption() {
+    loom::model(|| {
+        let (a, _ah) = Context::background().with_cancel();
+        let (b, bh) = Context::background().with_cancel();
+        let b2 = b.clone();
+        let t = thread::spawn(move || a.merge(&b2));
+        let (c, w) = waker();
+        let mut done = Box::pin(b.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let (m, _mh) = t.join().unwrap();
+        bh.cancel_with(Tag(7));
+        assert_eq!(wakes(&c), 1, "the Done is woken once");
+        assert_eq!(tag_of(&m), Some(7));
+        drop(done);
+    });
+}
+
+/// A child derived under the lock (a lock holder that does not cancel)
+/// while a `Done` enters the slot: its `fetch_or` may show `LOCKED`, so it
+/// re-checks under the lock, finds no ending and stays pending in the slot
+/// (the re-check's `Pending` path); the cancel afterwards (now through the
+/// walk, the scope having a child) wakes it once.
+#[test]
+fn slot_register_vs_child_derive() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let ctx2 = ctx.clone();
+        let t = thread::spawn(move || ctx2.with_cancel());
+        let (c, w) = waker();
+        let mut done = Box::pin(ctx.done());
+        assert!(
+            done.as_mut()
+                .poll(&mut TaskContext::from_waker(&w))
+                .is_pending()
+        );
+        let (child, _ch) = t.join().unwrap();
+        cancel.cancel();
+        assert_eq!(wakes(&c), 1, "woken once");
+        assert!(child.is_cancelled());
+        drop(done);
+    });
+}
+
+/// W3 for a waiter in the list proper (not the slot): since the slot, the
+/// first `Done` on a scope never takes the list, so `drop_done_vs_cancel`
+/// no longer drives this path. A first `Done` holds the slot (and is
+/// adopted by the second's registration); the second is dropped while the
+/// cancel pops both.
+#[test]
+fn listed_done_drop_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c0, w0) = waker();
+        let (c1, w1) = waker();
+        let mut d0 = Box::pin(ctx.done());
+        let mut d1 = Box::pin(ctx.done());
+        assert!(
+            d0.as_mut()
+                .poll(&mut TaskContext::from_waker(&w0))
+                .is_pending()
+        );
+        assert!(
+            d1.as_mut()
+                .poll(&mut TaskContext::from_waker(&w1))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        drop(d1);
+        t.join().unwrap();
+        assert_eq!(wakes(&c0), 1);
+        assert!(wakes(&c1) <= 1);
+        assert!(
+            d0.as_mut()
+                .poll(&mut TaskContext::from_waker(&w0))
+                .is_ready()
+        );
+    });
+}
+
+/// W2 for a waiter in the list proper: a re-poll with a new waker of the
+/// second (listed) `Done` while the cancel runs wakes the latest waker.
+#[test]
+fn listed_repoll_new_waker_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c0, w0) = waker();
+        let (c1, w1) = waker();
+        let (c2, w2) = waker();
+        let mut d0 = Box::pin(ctx.done());
+        let mut d1 = Box::pin(ctx.done());
+        assert!(
+            d0.as_mut()
+                .poll(&mut TaskContext::from_waker(&w0))
+                .is_pending()
+        );
+        assert!(
+            d1.as_mut()
+                .poll(&mut TaskContext::from_waker(&w1))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        let second = d1.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        t.join().unwrap();
+        assert_eq!(wakes(&c0), 1);
+        if second.is_pending() {
+            assert_eq!(wakes(&c2), 1, "the latest waker must be woken");
+            assert_eq!(wakes(&c1), 0);
+        } else {
+            assert!(wakes(&c1) + wakes(&c2) <= 1);
+        }
+    });
+}
+
+/// W1 for a first poll that finds the slot taken (so registers under the
+/// lock, adopting the slot item) while the cancel runs.
+#[test]
+fn listed_registration_vs_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (c0, w0) = waker();
+        let (c1, w1) = waker();
+        let mut d0 = Box::pin(ctx.done());
+        assert!(
+            d0.as_mut()
+                .poll(&mut TaskContext::from_waker(&w0))
+                .is_pending()
+        );
+        let t = thread::spawn(move || cancel.cancel());
+        let mut d1 = Box::pin(ctx.done());
+        let first = d1.as_mut().poll(&mut TaskContext::from_waker(&w1));
+        t.join().unwrap();
+        assert_eq!(wakes(&c0), 1);
+        assert_eq!(
+            wakes(&c1),
+            usize::from(first.is_pending()),
+            "lost or stray wake-up"
+        );
+        drop(d1);
+        drop(d0);
     });
 }

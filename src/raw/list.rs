@@ -78,9 +78,11 @@ pub(crate) unsafe trait Linked: Sized {
 }
 
 /// The head of a list: the first item, or null; or a tagged slot item
-/// (invariant 5). Under the lock it is read `Relaxed` when no slot can be
-/// involved, and with `Acquire` otherwise (pairs with the `Release` of
-/// [`Head::try_enter_slot`]: the owner's writes to its item).
+/// (invariant 5). Under the lock it is read `Relaxed` when no slot item's
+/// contents are read after (no slots; or only the pointer's nullness or
+/// identity is used: `is_empty`, `in_slot`), and with `Acquire` when they
+/// may be (pairs with the `Release` of [`Head::try_enter_slot`]: the
+/// owner's writes to its item).
 pub(crate) struct Head<T>(AtomicPtr<T>);
 
 impl<T> Links<T> {
@@ -95,7 +97,9 @@ impl<T> Links<T> {
 
     /// # Safety
     /// The caller holds the list's lock, or the item is in no list and the
-    /// caller owns its links (invariant 3).
+    /// caller owns its links (invariant 3). An item in a slot is its
+    /// owner's until a lock holder's CAS claims or adopts it: the lock
+    /// alone does not give its links (invariant 5).
     #[inline(always)]
     pub(crate) unsafe fn next(&self) -> *const T {
         // SAFETY: (caller) nobody writes the cell concurrently.

@@ -411,8 +411,11 @@ impl Word {
     /// `waiter_list`, rule 4). `AcqRel`: the `Release` half pairs with the
     /// `Acquire` of every later RMW of the word (a lock, a lock-free ending;
     /// all RMWs, so the release sequence reaches them), which then sees the
-    /// slot item; the `Acquire` half pairs with the `Release` of the ending
-    /// RMW (invariant 2) whose `CANCELLED` this may return.
+    /// slot item. The `Acquire` half (pairing with the `Release` of an
+    /// ending RMW whose `CANCELLED` this may return) is not load-bearing:
+    /// on either bit the caller takes the lock, whose own `Acquire` orders
+    /// what it reads next; it is kept so the returned word may be trusted
+    /// on its own.
     #[inline(always)]
     pub(crate) fn mark_waiters_lock_free(&self) -> usize {
         self.0.fetch_or(HAS_WAITERS, Ordering::AcqRel)

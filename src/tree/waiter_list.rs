@@ -172,6 +172,23 @@ impl Scope {
     }
 }
 
+/// Loom tracks cells, not freed memory: every cell of a dropped waiter is
+/// written here, so a canceller that touches it after its owner dropped it
+/// races this write and the model fails.
+#[cfg(cancel_tree_loom)]
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // SAFETY: loom only; `&mut self`: the owner's, and the waiter is in
+        // no list (its `Done` unregistered it first).
+        unsafe {
+            self.link.links.set_next(core::ptr::null());
+            self.link.links.set_prev(core::ptr::null());
+            self.link.status.with_mut(|s| *s = 0xdd);
+            self.waker.with_mut(|w| *w = None);
+        }
+    }
+}
+
 /// A `Done` future's entry: the link and the waker of the latest poll.
 #[repr(C)]
 pub(crate) struct Waiter {
