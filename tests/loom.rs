@@ -5,6 +5,8 @@
 //! small scenario and asserts the invariant `docs/design.md` names for it.
 #![cfg(cancel_tree_loom)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc as StdArc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
@@ -28,6 +30,11 @@ fn waker() -> (StdArc<Count>, Waker) {
     let c = StdArc::new(Count(AtomicUsize::new(0)));
     (c.clone(), Waker::from(c))
 }
+/// Polls `f` once with `w`.
+fn poll<F: Future>(f: Pin<&mut F>, w: &Waker) -> Poll<F::Output> {
+    f.poll(&mut TaskContext::from_waker(w))
+}
+
 fn wakes(c: &Count) -> usize {
     c.0.load(Ordering::SeqCst)
 }
@@ -55,7 +62,7 @@ fn cancel_vs_done_registration() {
         let t = thread::spawn(move || cancel.cancel());
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         match first {
             Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
@@ -64,11 +71,7 @@ fn cancel_vs_done_registration() {
                 assert_eq!(wakes(&c), 0);
             }
         }
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_ready()
-        );
+        assert!(poll(done.as_mut(), &w).is_ready());
     });
 }
 
@@ -81,13 +84,9 @@ fn repoll_new_waker_vs_cancel() {
         let (c1, w1) = waker();
         let (c2, w2) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w1))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w1).is_pending());
         let t = thread::spawn(move || cancel.cancel());
-        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        let second = poll(done.as_mut(), &w2);
         t.join().unwrap();
         if second.is_pending() {
             assert_eq!(wakes(&c2), 1, "the latest waker must be woken");
@@ -106,11 +105,7 @@ fn drop_done_vs_cancel() {
         let (ctx, cancel) = Context::background().with_cancel();
         let (_c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let t = thread::spawn(move || cancel.cancel());
         drop(done);
         t.join().unwrap();
@@ -359,7 +354,7 @@ fn parent_cancel_vs_leaf_child_done_registration() {
         let t = thread::spawn(move || cancel.cancel());
         let (c, w) = waker();
         let mut done = Box::pin(child.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         if first.is_pending() {
             assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
@@ -949,7 +944,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     let waker = Waker::from(unpark.clone());
     let mut fut = std::pin::pin!(fut);
     loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+        if let Poll::Ready(v) = poll(fut.as_mut(), &waker) {
             return v;
         }
         unpark.0.wait();
@@ -1061,11 +1056,7 @@ fn group_drop_vs_task_wake() {
         {
             let mut wait = Box::pin(group.wait());
             let noop = Waker::noop();
-            assert!(
-                wait.as_mut()
-                    .poll(&mut TaskContext::from_waker(noop))
-                    .is_pending()
-            );
+            assert!(poll(wait.as_mut(), noop).is_pending());
         }
         let waker = slot
             .lock()
@@ -1100,7 +1091,7 @@ fn slot_register_vs_locked_leaf_cancel() {
         let t = thread::spawn(move || cancel.cancel_with(Tag(3)));
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         match first {
             Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
@@ -1125,7 +1116,7 @@ fn slot_register_vs_parent_locked_walk() {
         let t = thread::spawn(move || cancel.cancel_with(Tag(4)));
         let (c, w) = waker();
         let mut done = Box::pin(child.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         if first.is_pending() {
             assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
@@ -1150,7 +1141,7 @@ fn slot_register_vs_parent_walk_inner_child() {
         let t = thread::spawn(move || cancel.cancel());
         let (c, w) = waker();
         let mut done = Box::pin(child.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         if first.is_pending() {
             assert_eq!(wakes(&c), 1, "lost wake-up through the parent");
@@ -1175,29 +1166,17 @@ fn slot_vs_list_registration_and_drop() {
         let t = thread::spawn(move || {
             let (c, w) = waker();
             let mut done = Box::pin(ctx2.done());
-            assert!(
-                done.as_mut()
-                    .poll(&mut TaskContext::from_waker(&w))
-                    .is_pending()
-            );
+            assert!(poll(done.as_mut(), &w).is_pending());
             drop(done);
             assert_eq!(wakes(&c), 0);
         });
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         t.join().unwrap();
         cancel.cancel();
         assert_eq!(wakes(&c), 1, "the remaining waiter is woken once");
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_ready()
-        );
+        assert!(poll(done.as_mut(), &w).is_ready());
     });
 }
 
@@ -1211,12 +1190,12 @@ fn two_registrations_vs_cancel() {
         let t = thread::spawn(move || {
             let (c, w) = waker();
             let mut done = Box::pin(ctx2.done_owned());
-            let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+            let first = poll(done.as_mut(), &w);
             (first.is_pending(), c, done)
         });
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         cancel.cancel();
         let (other_pending, other_c, other_done) = t.join().unwrap();
         assert_eq!(wakes(&c), usize::from(first.is_pending()), "main waiter");
@@ -1241,11 +1220,7 @@ fn slot_drop_vs_cancel_claim() {
         let (ctx, cancel) = Context::background().with_cancel();
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let t = thread::spawn(move || cancel.cancel_with(Tag(5)));
         drop(done);
         t.join().unwrap();
@@ -1272,11 +1247,7 @@ fn slot_register_vs_after_func() {
         });
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let af = t.join().unwrap();
         cancel.cancel();
         assert_eq!(wakes(&c), 1, "the Done is woken once");
@@ -1297,11 +1268,7 @@ fn slot_drop_vs_after_func_adoption() {
         let r = ran.clone();
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let ctx2 = ctx.clone();
         let t = thread::spawn(move || {
             ctx2.after_func(move || {
@@ -1327,13 +1294,9 @@ fn slot_repoll_new_waker_vs_locked_cancel() {
         let (c1, w1) = waker();
         let (c2, w2) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w1))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w1).is_pending());
         let t = thread::spawn(move || cancel.cancel_with(Tag(6)));
-        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        let second = poll(done.as_mut(), &w2);
         t.join().unwrap();
         if second.is_pending() {
             assert_eq!(wakes(&c2), 1, "the latest waker must be woken");
@@ -1359,7 +1322,7 @@ fn slot_register_vs_root_walk_notify_skip() {
         let t = thread::spawn(move || cancel.cancel());
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         match first {
             Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
@@ -1368,11 +1331,7 @@ fn slot_register_vs_root_walk_notify_skip() {
                 assert_eq!(wakes(&c), 0);
             }
         }
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_ready()
-        );
+        assert!(poll(done.as_mut(), &w).is_ready());
         drop(done);
         assert!(child.is_cancelled());
     });
@@ -1388,7 +1347,7 @@ fn slot_register_vs_handle_drop() {
         let t = thread::spawn(move || drop(cancel));
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        let first = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let first = poll(done.as_mut(), &w);
         t.join().unwrap();
         match first {
             Poll::Pending => assert_eq!(wakes(&c), 1, "lost wake-up"),
@@ -1416,20 +1375,12 @@ fn slot_register_vs_after_func_stop() {
         let t = thread::spawn(move || af.stop());
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         assert!(t.join().unwrap(), "stopped before any cancel");
         cancel.cancel();
         assert_eq!(wakes(&c), 1, "the Done is woken once");
         assert_eq!(ran.load(Ordering::SeqCst), 0);
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_ready()
-        );
+        assert!(poll(done.as_mut(), &w).is_ready());
     });
 }
 
@@ -1443,11 +1394,7 @@ fn slot_repoll_new_waker_vs_adoption() {
         let (c1, w1) = waker();
         let (c2, w2) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w1))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w1).is_pending());
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         let ctx2 = ctx.clone();
@@ -1456,11 +1403,7 @@ fn slot_repoll_new_waker_vs_adoption() {
                 r.fetch_add(1, Ordering::SeqCst);
             })
         });
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w2))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w2).is_pending());
         let af = t.join().unwrap();
         cancel.cancel();
         assert_eq!(wakes(&c2), 1, "the latest waker is woken");
@@ -1481,13 +1424,9 @@ fn slot_repoll_and_drop_vs_cancel() {
         let (ctx, cancel) = Context::background().with_cancel();
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let t = thread::spawn(move || cancel.cancel());
-        let second = done.as_mut().poll(&mut TaskContext::from_waker(&w));
+        let second = poll(done.as_mut(), &w);
         drop(done);
         t.join().unwrap();
         // Dropped: it may or may not be woken (a drop before the claim
@@ -1511,11 +1450,7 @@ fn slot_vs_merge_entry_adoption() {
         let t = thread::spawn(move || a.merge(&b2));
         let (c, w) = waker();
         let mut done = Box::pin(b.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let (m, _mh) = t.join().unwrap();
         bh.cancel_with(Tag(7));
         assert_eq!(wakes(&c), 1, "the Done is woken once");
@@ -1537,11 +1472,7 @@ fn slot_register_vs_child_derive() {
         let t = thread::spawn(move || ctx2.with_cancel());
         let (c, w) = waker();
         let mut done = Box::pin(ctx.done());
-        assert!(
-            done.as_mut()
-                .poll(&mut TaskContext::from_waker(&w))
-                .is_pending()
-        );
+        assert!(poll(done.as_mut(), &w).is_pending());
         let (child, _ch) = t.join().unwrap();
         cancel.cancel();
         assert_eq!(wakes(&c), 1, "woken once");
@@ -1563,26 +1494,14 @@ fn listed_done_drop_vs_cancel() {
         let (c1, w1) = waker();
         let mut d0 = Box::pin(ctx.done());
         let mut d1 = Box::pin(ctx.done());
-        assert!(
-            d0.as_mut()
-                .poll(&mut TaskContext::from_waker(&w0))
-                .is_pending()
-        );
-        assert!(
-            d1.as_mut()
-                .poll(&mut TaskContext::from_waker(&w1))
-                .is_pending()
-        );
+        assert!(poll(d0.as_mut(), &w0).is_pending());
+        assert!(poll(d1.as_mut(), &w1).is_pending());
         let t = thread::spawn(move || cancel.cancel());
         drop(d1);
         t.join().unwrap();
         assert_eq!(wakes(&c0), 1);
         assert!(wakes(&c1) <= 1);
-        assert!(
-            d0.as_mut()
-                .poll(&mut TaskContext::from_waker(&w0))
-                .is_ready()
-        );
+        assert!(poll(d0.as_mut(), &w0).is_ready());
     });
 }
 
@@ -1597,18 +1516,10 @@ fn listed_repoll_new_waker_vs_cancel() {
         let (c2, w2) = waker();
         let mut d0 = Box::pin(ctx.done());
         let mut d1 = Box::pin(ctx.done());
-        assert!(
-            d0.as_mut()
-                .poll(&mut TaskContext::from_waker(&w0))
-                .is_pending()
-        );
-        assert!(
-            d1.as_mut()
-                .poll(&mut TaskContext::from_waker(&w1))
-                .is_pending()
-        );
+        assert!(poll(d0.as_mut(), &w0).is_pending());
+        assert!(poll(d1.as_mut(), &w1).is_pending());
         let t = thread::spawn(move || cancel.cancel());
-        let second = d1.as_mut().poll(&mut TaskContext::from_waker(&w2));
+        let second = poll(d1.as_mut(), &w2);
         t.join().unwrap();
         assert_eq!(wakes(&c0), 1);
         if second.is_pending() {
@@ -1629,14 +1540,10 @@ fn listed_registration_vs_cancel() {
         let (c0, w0) = waker();
         let (c1, w1) = waker();
         let mut d0 = Box::pin(ctx.done());
-        assert!(
-            d0.as_mut()
-                .poll(&mut TaskContext::from_waker(&w0))
-                .is_pending()
-        );
+        assert!(poll(d0.as_mut(), &w0).is_pending());
         let t = thread::spawn(move || cancel.cancel());
         let mut d1 = Box::pin(ctx.done());
-        let first = d1.as_mut().poll(&mut TaskContext::from_waker(&w1));
+        let first = poll(d1.as_mut(), &w1);
         t.join().unwrap();
         assert_eq!(wakes(&c0), 1);
         assert_eq!(

@@ -516,9 +516,9 @@ impl Timers {
 
     /// Ends every pending deadline that is due at `clock.now()`, earliest
     /// first (equal deadlines in no set order: a merged context below two
-    /// of them takes the cause of whichever ends first), then asks the clock for an alarm when the queue next needs it
-    /// ([`Clock::set_alarm`]; see [`next_deadline`](Timers::next_deadline))
-    /// and returns that time.
+    /// of them takes the cause of whichever ends first), then asks the
+    /// clock for an alarm when the queue next needs it ([`Clock::set_alarm`];
+    /// see [`next_deadline`](Timers::next_deadline)) and returns that time.
     ///
     /// Call it from the clock's alarm (a thread, a task, an interrupt
     /// handler). Spurious or late calls are harmless. The contexts are

@@ -283,7 +283,7 @@ pub(crate) unsafe fn arm(ds: *const DeadlineScope, clock: &dyn Clock, now: Insta
         if (*s).hdr.word.load() & CANCELLED != 0 {
             // Cancelled by the parent between attaching and queueing: its
             // walk may have missed the entry, so remove it now.
-            let _ = dequeue(ds);
+            dequeue(ds);
         }
     }
 }
@@ -391,7 +391,7 @@ pub(crate) unsafe fn dequeue_if_deadline(scope: *const Scope) {
     // SAFETY: (caller); the kind is immutable.
     unsafe {
         if state_word::kind((*scope).hdr.word.load()) == state_word::KIND_DEADLINE {
-            let _ = dequeue(scope.cast());
+            dequeue(scope.cast());
         }
     }
 }

@@ -365,11 +365,12 @@ impl Waiter {
         // item is only claimed under the lock).
         let waiting = unsafe { self.link.status() == LINKED || scope.waiters.in_slot(link) };
         if waiting {
-            // SAFETY: lock held; the waker cell is ours to read (a canceller
-            // takes it only under the lock).
-            let same = self
-                .waker
-                .with(|w| unsafe { (*w).as_ref().is_some_and(|w| w.will_wake(cx.waker())) });
+            let same = self.waker.with(|w| {
+                // SAFETY: lock held; the waker cell is ours to read (a
+                // canceller takes it only under the lock).
+                let w = unsafe { (*w).as_ref() };
+                w.is_some_and(|w| w.will_wake(cx.waker()))
+            });
             if same {
                 return Poll::Pending;
             }
